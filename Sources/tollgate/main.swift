@@ -1,0 +1,3 @@
+import Tollgate
+
+TollgateCLI.main()

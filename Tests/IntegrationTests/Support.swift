@@ -1,0 +1,93 @@
+import Foundation
+import PostgresClient
+import RedisClient
+import Testing
+import TollgateCore
+@testable import Tollgate
+
+/// The real servers `ops/test` starts. A test that cannot reach one fails naming the server and URL.
+enum TestServers {
+    static var redisURL: String {
+        ProcessInfo.processInfo.environment["TOLLGATE_TEST_REDIS_URL"] ?? "redis://127.0.0.1:6390"
+    }
+    static var databaseURL: String {
+        ProcessInfo.processInfo.environment["TOLLGATE_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5440/tollgate"
+    }
+    /// `ops/services`, to stop and start a server mid-test.
+    static var servicesScript: String {
+        ProcessInfo.processInfo.environment["TOLLGATE_TEST_SERVICES"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("ops/services").path
+    }
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    static func redis(database: Int = 0) throws -> RedisConfiguration {
+        var c = try RedisConfiguration(url: redisURL)
+        c.database = database
+        return c
+    }
+
+    static func redisConnection(database: Int = 0) throws -> RedisConnection {
+        do {
+            return try RedisConnection(redis(database: database))
+        } catch {
+            Issue.record("cannot reach the test Redis at \(redisURL) (start it with ops/test or ops/services start): \(error)")
+            throw error
+        }
+    }
+
+    static func postgresAdmin() throws -> PostgresConnection {
+        do {
+            return try PostgresConnection(PostgresConfiguration(url: databaseURL))
+        } catch {
+            Issue.record("cannot reach the test Postgres at \(databaseURL) (start it with ops/test or ops/services start): \(error)")
+            throw error
+        }
+    }
+}
+
+/// A database of its own for one test, dropped afterwards.
+final class ScratchDatabase: @unchecked Sendable {
+    let name: String
+    let url: String
+    let config: PostgresConfiguration
+
+    init(migrated: Bool = false) throws {
+        name = "t_" + IdGenerator.random128().prefix(12)
+        let admin = try TestServers.postgresAdmin()
+        try admin.query("SELECT 1")
+        // CREATE DATABASE cannot take binds; the name is generated above from [a-z2-7].
+        try admin.execute(unsafeSQL: "CREATE DATABASE \(name)")
+        var parts = URLComponents(string: TestServers.databaseURL)!
+        parts.path = "/" + name
+        url = parts.string!
+        config = try PostgresConfiguration(url: url)
+        if migrated { _ = try Migrator(database: connect()).run() }
+    }
+
+    func connect() throws -> PostgresConnection { try PostgresConnection(config) }
+
+    func drop() {
+        guard let admin = try? TestServers.postgresAdmin() else { return }
+        try? admin.execute(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+}
+
+/// A unique Redis key prefix for one test; its keys are deleted afterwards.
+struct ScratchPrefix {
+    let prefix = "t" + IdGenerator.random128().prefix(10)
+
+    func cleanup() {
+        guard let c = try? TestServers.redisConnection() else { return }
+        var cursor = "0"
+        repeat {
+            guard let reply = try? c.send("SCAN", cursor, "MATCH", "\(prefix)*", "COUNT", "1000"),
+                  let parts = reply.array, parts.count == 2 else { return }
+            cursor = parts[0].string ?? "0"
+            let keys = parts[1].array?.compactMap(\.string) ?? []
+            if !keys.isEmpty { _ = try? c.send(RedisCommand(["DEL"] + keys)) }
+        } while cursor != "0"
+    }
+}
