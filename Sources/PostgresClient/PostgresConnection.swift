@@ -1,11 +1,12 @@
 internal import CLibpq
 import Foundation
 
-/// One blocking connection to Postgres over libpq. Not thread-safe: one user at a time.
+/// One blocking connection to Postgres over libpq. Used by one thread at a time; it may move between
+/// threads (the pool hands it over), hence `@unchecked Sendable`.
 ///
 /// Statements take parameters as `$n` binds only; the one entry point that runs SQL text without binds
 /// says so in its name (`execute(unsafeSQL:)`). A broken connection is reset on the next call.
-public final class PostgresConnection {
+public final class PostgresConnection: @unchecked Sendable {
     public let configuration: PostgresConfiguration
     private var conn: OpaquePointer?
 
@@ -119,7 +120,7 @@ public final class PostgresConnection {
             throw PostgresError(code: .connection, message: "cannot connect to \(configuration): \(message)")
         }
         // Quiet NOTICEs (e.g. "relation already exists, skipping") instead of printing them to stderr.
-        _ = query_silently(conn, "SET client_min_messages TO warning")
+        _ = query_silently(conn, "SET client_min_messages TO warning; SET TIME ZONE 'UTC'")
     }
 
     private func query_silently(_ c: OpaquePointer, _ sql: String) -> Bool {

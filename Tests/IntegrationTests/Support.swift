@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import PostgresClient
 import RedisClient
 import Testing
@@ -90,4 +91,62 @@ struct ScratchPrefix {
             if !keys.isEmpty { _ = try? c.send(RedisCommand(["DEL"] + keys)) }
         } while cursor != "0"
     }
+}
+
+/// A migrated scratch database, a scratch key prefix, and engines over them.
+final class EngineFixture: @unchecked Sendable {
+    let db: ScratchDatabase
+    let scratch = ScratchPrefix()
+    let pricing: Pricing
+    let postgres: PostgresPool
+    var config: EngineConfiguration
+
+    init(partitions: Int = 4) throws {
+        db = try ScratchDatabase(migrated: true)
+        pricing = try Configuration(environment: [:]).loadPricing()
+        postgres = PostgresPool(db.config)
+        config = EngineConfiguration()
+        config.prefix = scratch.prefix
+        config.partitions = partitions
+    }
+
+    /// A new engine with its own Redis connections (as a separate instance would have).
+    func engine(clockOffsetMs: Int64 = 0, lanes: Int = 2) throws -> QuotaEngine {
+        var c = config
+        c.clockOffsetMs = clockOffsetMs
+        return QuotaEngine(redis: RedisPool(try TestServers.redis(), lanes: lanes), database: postgres, pricing: pricing, configuration: c)
+    }
+
+    func redis() throws -> RedisConnection { try TestServers.redisConnection() }
+
+    /// All entries of all partition streams, as field dictionaries.
+    func streamEvents() throws -> [[String: String]] {
+        let c = try redis()
+        var out: [[String: String]] = []
+        for p in 0..<config.partitions {
+            let entries = try c.send("XRANGE", "\(config.prefix):{\(p)}:events", "-", "+").array ?? []
+            for e in entries {
+                let fields = e.array?[1].array ?? []
+                var d: [String: String] = [:]
+                for i in stride(from: 0, to: fields.count, by: 2) { d[fields[i].string!] = fields[i + 1].string! }
+                out.append(d)
+            }
+        }
+        return out
+    }
+
+    func cleanup() {
+        scratch.cleanup()
+        db.drop()
+    }
+}
+
+func usd(_ s: String) -> Money { Money(usd: s)! }
+
+/// A counter shared by concurrent tasks.
+final class Counter: Sendable {
+    private let atomic = Atomic<Int>(0)
+    @discardableResult
+    func add(_ n: Int) -> Int { atomic.add(n, ordering: .relaxed).newValue }
+    var value: Int { atomic.load(ordering: .relaxed) }
 }
