@@ -1,3 +1,3 @@
 import Tollgate
 
-TollgateCLI.main()
+await TollgateCLI.main()

@@ -10,19 +10,20 @@ public enum TollgateCLI {
 
         commands:
           migrate            create or update the Postgres schema (idempotent)
+          bench engine       measure the quota engine beside redis-benchmark
           help               show this text
 
         Every command reads TOLLGATE_REDIS_URL and DATABASE_URL (or PRIVATE_DATABASE_URL).
         Run `tollgate <command> --help` for a command's options.
         """
 
-    public static func main() {
-        let status = run(Array(CommandLine.arguments.dropFirst()))
+    public static func main() async {
+        let status = await run(Array(CommandLine.arguments.dropFirst()))
         exit(status)
     }
 
     /// Runs one command line and returns the exit status. Errors are printed as one line on stderr.
-    public static func run(_ args: [String]) -> Int32 {
+    public static func run(_ args: [String]) async -> Int32 {
         guard let command = args.first else {
             printErr(usage)
             return 64
@@ -31,6 +32,7 @@ public enum TollgateCLI {
         do {
             switch command {
             case "migrate": try MigrateCommand.run(rest)
+            case "bench": try await BenchCommand.run(rest)
             case "help", "--help", "-h": print(usage)
             default: throw UsageError("unknown command '\(command)' (see `tollgate help`)")
             }
