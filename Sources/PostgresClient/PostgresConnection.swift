@@ -166,7 +166,10 @@ public final class PostgresConnection: @unchecked Sendable {
             let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
             let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
             let detail = PQresultErrorField(result, Int32(UInt8(ascii: "D"))).map { String(cString: $0) }
-            if PQstatus(conn) != CONNECTION_OK {
+            // Class 08 (connection exception) and 57P (server shutting down, e.g. terminated by an
+            // administrator) mean the session is gone, whatever PQstatus says yet.
+            if PQstatus(conn) != CONNECTION_OK || state?.hasPrefix("08") == true || state?.hasPrefix("57P") == true {
+                if PQstatus(conn) == CONNECTION_OK { PQfinish(conn); conn = nil }
                 throw connectionError(primary ?? "connection lost")
             }
             var message = primary ?? Self.text(PQresultErrorMessage(result))

@@ -24,6 +24,24 @@ enum TestServers {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
+    /// A second Redis and Postgres that tests may stop and start (see ops/services).
+    static var outageRedisURL: String {
+        ProcessInfo.processInfo.environment["TOLLGATE_TEST_OUTAGE_REDIS_URL"] ?? "redis://127.0.0.1:6391"
+    }
+    static var outageDatabaseURL: String {
+        ProcessInfo.processInfo.environment["TOLLGATE_TEST_OUTAGE_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5441/tollgate"
+    }
+
+    /// Runs `ops/services <command>` and fails the test if it fails.
+    static func services(_ command: String) throws {
+        // system(3), not Process: the script leaves a daemon behind, which Process's wait can trip over.
+        let status = system("bash '\(servicesScript)' \(command) >/dev/null")
+        if status != 0 {
+            Issue.record("ops/services \(command) failed with status \(status)")
+            throw CancellationError()
+        }
+    }
+
     static func redis(database: Int = 0) throws -> RedisConfiguration {
         var c = try RedisConfiguration(url: redisURL)
         c.database = database
@@ -55,13 +73,16 @@ final class ScratchDatabase: @unchecked Sendable {
     let url: String
     let config: PostgresConfiguration
 
-    init(migrated: Bool = false) throws {
+    let adminURL: String
+
+    init(migrated: Bool = false, serverURL: String = TestServers.databaseURL) throws {
         name = "t_" + IdGenerator.random128().prefix(12)
-        let admin = try TestServers.postgresAdmin()
+        adminURL = serverURL
+        let admin = try Self.admin(serverURL)
         try admin.query("SELECT 1")
         // CREATE DATABASE cannot take binds; the name is generated above from [a-z2-7].
         try admin.execute(unsafeSQL: "CREATE DATABASE \(name)")
-        var parts = URLComponents(string: TestServers.databaseURL)!
+        var parts = URLComponents(string: serverURL)!
         parts.path = "/" + name
         url = parts.string!
         config = try PostgresConfiguration(url: url)
@@ -70,8 +91,17 @@ final class ScratchDatabase: @unchecked Sendable {
 
     func connect() throws -> PostgresConnection { try PostgresConnection(config) }
 
+    static func admin(_ url: String) throws -> PostgresConnection {
+        do {
+            return try PostgresConnection(PostgresConfiguration(url: url))
+        } catch {
+            Issue.record("cannot reach the test Postgres at \(url) (start it with ops/test or ops/services start): \(error)")
+            throw error
+        }
+    }
+
     func drop() {
-        guard let admin = try? TestServers.postgresAdmin() else { return }
+        guard let admin = try? Self.admin(adminURL) else { return }
         try? admin.execute(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
     }
 }
@@ -96,6 +126,8 @@ struct ScratchPrefix {
 /// A migrated scratch database, a scratch key prefix, and engines over them.
 final class EngineFixture: @unchecked Sendable {
     let db: ScratchDatabase
+    /// Where the writer writes; the same database unless a test points it elsewhere.
+    var writerDB: ScratchDatabase
     let scratch = ScratchPrefix()
     let pricing: Pricing
     let postgres: PostgresPool
@@ -103,6 +135,7 @@ final class EngineFixture: @unchecked Sendable {
 
     init(partitions: Int = 4) throws {
         db = try ScratchDatabase(migrated: true)
+        writerDB = db
         pricing = try Configuration(environment: [:]).loadPricing()
         postgres = PostgresPool(db.config)
         config = EngineConfiguration()
@@ -118,6 +151,28 @@ final class EngineFixture: @unchecked Sendable {
     }
 
     func redis() throws -> RedisConnection { try TestServers.redisConnection() }
+
+    func writer(_ name: String = "w1", batchSize: Int = 1000, blockMs: Int = 200, metrics: WriterMetrics = .init()) throws -> UsageWriter {
+        var wc = WriterConfiguration()
+        wc.consumer = name
+        wc.batchSize = batchSize
+        wc.blockMs = blockMs
+        wc.maxBackoffMs = 500
+        return UsageWriter(redis: try TestServers.redis(), postgres: writerDB.config, prefix: config.prefix,
+                           partitions: config.partitions, configuration: wc, metrics: metrics)
+    }
+
+    /// Environment for a `tollgate` child process over this fixture.
+    var processEnvironment: [String: String] {
+        ["TOLLGATE_REDIS_URL": TestServers.redisURL, "DATABASE_URL": writerDB.url, "TOLLGATE_PREFIX": config.prefix,
+         "TOLLGATE_PARTITIONS": String(config.partitions)]
+    }
+
+    /// Entries left in all partition streams.
+    func streamLength() throws -> Int {
+        let c = try redis()
+        return try (0..<config.partitions).reduce(0) { $0 + Int(try c.send("XLEN", "\(config.prefix):{\($1)}:events").int ?? 0) }
+    }
 
     /// All entries of all partition streams, as field dictionaries.
     func streamEvents() throws -> [[String: String]] {
@@ -138,6 +193,7 @@ final class EngineFixture: @unchecked Sendable {
     func cleanup() {
         scratch.cleanup()
         db.drop()
+        if writerDB !== db { writerDB.drop() }
     }
 }
 

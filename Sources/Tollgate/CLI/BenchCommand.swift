@@ -10,16 +10,21 @@ import TollgateCore
 enum BenchCommand {
     static let help = """
         usage: tollgate bench engine [--requests N] [--concurrency 1,16,64] [--lanes N]
+               tollgate bench writer [--events N]
 
-        Measures the quota engine against the Redis at TOLLGATE_REDIS_URL (use a throwaway one: it writes
-        keys under the prefix tgbench-<random> and deletes them after). Needs redis-benchmark on PATH.
+        engine: the quota engine against the Redis at TOLLGATE_REDIS_URL beside redis-benchmark EVALSHA of
+        the same script (keys under tgbench-<random>, deleted after). Needs redis-benchmark on PATH.
+        writer: fills the streams with N events (default 200,000), times the writer draining them into
+        Postgres, and times COPY of the same rows into an identical table. Uses two throwaway databases on
+        the DATABASE_URL server (created and dropped).
         """
 
     static func run(_ args: [String]) async throws {
-        let a = try Arguments(args, valued: ["requests", "concurrency", "lanes"], switches: ["help"])
+        let a = try Arguments(args, valued: ["requests", "concurrency", "lanes", "events"], switches: ["help"])
         if a.has("help") { print(help); return }
         let what = try a.positionals("what")[0]
-        guard what == "engine" else { throw UsageError("unknown benchmark '\(what)' (try: engine)") }
+        if what == "writer" { return try writer(events: try a.int("events", default: 200_000, range: 1_000...10_000_000)) }
+        guard what == "engine" else { throw UsageError("unknown benchmark '\(what)' (try: engine, writer)") }
         let requests = try a.int("requests", default: 30_000, range: 100...10_000_000)
         let lanes = try a.int("lanes", default: 2, range: 1...64)
         let levels = try (a.value("concurrency") ?? "1,16,64").split(separator: ",").map { s throws(UsageError) -> Int in
@@ -61,6 +66,84 @@ enum BenchCommand {
                   + pad(String(format: "%.0f", raw), 27) + String(format: "%.2fx", reserveRate / raw))
         }
         print("reserve+commit/s counts both calls; ratio = in-process reserve / redis-benchmark EVALSHA of lua/reserve.lua")
+    }
+
+    /// The writer against raw COPY of the same rows.
+    static func writer(events: Int) throws {
+        let config = try Configuration()
+        let server = try config.requirePostgres()
+        let admin = try PostgresConnection(server)
+        let tag = IdGenerator.random128().prefix(8)
+        let names = ["tollgate_bench_writer_\(tag)", "tollgate_bench_copy_\(tag)"]
+        var urls: [PostgresConfiguration] = []
+        for name in names {
+            // Database names cannot be bound; these are generated above from [a-z2-7].
+            try admin.execute(unsafeSQL: "CREATE DATABASE \(name)")
+            urls.append(try PostgresConfiguration(url: server.conninfo.contains("://")
+                ? replacingDatabase(in: server.conninfo, with: name) : server.conninfo + " dbname=\(name)"))
+        }
+        defer { for name in names { try? admin.execute(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)") } }
+        for url in urls { _ = try Migrator(database: PostgresConnection(url)).run() }
+        let prefix = "tgbench-\(tag)"
+        defer { cleanup(redis: config.redis, prefix: prefix) }
+        let partitions = config.partitions
+        let keys = Keys(prefix: prefix, partitions: partitions)
+        let redis = try RedisConnection(config.redis)
+
+        print("writer benchmark: \(events) events over \(partitions) partition streams")
+        var copyText = ""
+        var batch: [RedisCommand] = []
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        for i in 0..<events {
+            let user = "bench-user-\(i % 500)", id = "\(i % partitions)-bench-\(i)"
+            let cost = Int64(1000 + i % 9000), ts = nowMs - Int64(events - i)
+            batch.append(RedisCommand(["XADD", keys.stream(i % partitions), "*", "type", "usage", "id", id, "user", user,
+                                       "model", "anthropic/claude-sonnet-4.5", "prompt", "100", "completion", "20", "total", "120",
+                                       "cost", String(cost), "pver", "bench", "meta", #"{"feature":"bench"}"#, "ts", String(ts),
+                                       "month", Month(epochMs: ts).description]))
+            copyText += "\(id)\t\(user)\tanthropic/claude-sonnet-4.5\t100\t20\t120\t\(Money(nanos: cost).usd)\t{\"feature\":\"bench\"}\t\(utcTimestamp(ms: ts))\t\(cost)\tbench\n"
+            if batch.count == 1000 {
+                for r in try redis.pipelineRaw(batch) { try r.orThrow() }
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        for r in try redis.pipelineRaw(batch) { try r.orThrow() }
+
+        var wc = WriterConfiguration()
+        wc.consumer = "bench"
+        wc.batchSize = 2000
+        let w = UsageWriter(redis: config.redis, postgres: urls[0], prefix: prefix, partitions: partitions, configuration: wc)
+        let t0 = ContinuousClock.now
+        try w.drain()
+        let writerSeconds = seconds(ContinuousClock.now - t0)
+        guard w.metrics.rowsWritten == events else {
+            throw CommandFailure("writer wrote \(w.metrics.rowsWritten) rows, expected \(events)")
+        }
+
+        let copyDB = try PostgresConnection(urls[1])
+        let t1 = ContinuousClock.now
+        try copyDB.withTransaction { tx in
+            try tx.copyIn("""
+                COPY ai_usage_log (id, user_id, model_id, prompt_tokens, completion_tokens, total_tokens,
+                                   estimated_cost, metadata, created_at, cost_nano, price_version) FROM STDIN
+                """, data: copyText)
+        }
+        let copySeconds = seconds(ContinuousClock.now - t1)
+        let writerRate = Double(events) / writerSeconds, copyRate = Double(events) / copySeconds
+        print(pad("path", 34) + pad("seconds", 10) + "rows/s")
+        print(pad("writer (streams -> ai_usage_log)", 34) + pad(String(format: "%.2f", writerSeconds), 10) + String(format: "%.0f", writerRate))
+        print(pad("COPY (one transaction)", 34) + pad(String(format: "%.2f", copySeconds), 10) + String(format: "%.0f", copyRate))
+        print(String(format: "ratio writer / COPY: %.2fx", writerRate / copyRate))
+    }
+
+    static func replacingDatabase(in url: String, with name: String) -> String {
+        guard var parts = URLComponents(string: url) else { return url }
+        parts.path = "/" + name
+        return parts.string ?? url
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// Runs `body` `requests` times from `concurrency` tasks; returns calls per second.

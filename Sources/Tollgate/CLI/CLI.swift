@@ -10,6 +10,7 @@ public enum TollgateCLI {
 
         commands:
           migrate            create or update the Postgres schema (idempotent)
+          writer             move usage events from Redis streams into Postgres
           bench engine       measure the quota engine beside redis-benchmark
           help               show this text
 
@@ -33,6 +34,7 @@ public enum TollgateCLI {
             switch command {
             case "migrate": try MigrateCommand.run(rest)
             case "bench": try await BenchCommand.run(rest)
+            case "writer": try WriterCommand.run(rest)
             case "help", "--help", "-h": print(usage)
             default: throw UsageError("unknown command '\(command)' (see `tollgate help`)")
             }
