@@ -25,6 +25,20 @@ public struct Configuration: Sendable {
     /// `TOLLGATE_REDIS_CONNECTIONS`: pipelined Redis connections per process, default 2.
     public var redisConnections: Int
 
+    /// `TOLLGATE_LISTEN`: `host:port` the HTTP server listens on, default `127.0.0.1:8080`.
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 8080
+    /// `TOLLGATE_SERVICE_TOKEN`: bearer token of chat servers (reservations, usage, access).
+    public var serviceToken: String?
+    /// `TOLLGATE_ADMIN_TOKEN`: bearer token of admins (everything).
+    public var adminToken: String?
+    /// `TOLLGATE_FAIL_MODE`: `closed` (default: 503 while Redis is down) or `open` (grant without holding).
+    public var failOpen = false
+    /// `TOLLGATE_WRITER`: `on` (default: `serve` runs a usage writer inside) or `off`.
+    public var embeddedWriter = true
+    /// `TOLLGATE_HTTP_THREADS`: HTTP worker threads, default 4.
+    public var httpThreads = 4
+
     public init(environment env: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
         func int(_ name: String, _ def: Int, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
             guard let raw = env[name], !raw.isEmpty else { return def }
@@ -49,9 +63,43 @@ public struct Configuration: Sendable {
         idempotencyTTLSeconds = try int("TOLLGATE_IDEMPOTENCY_TTL", 604_800, 3600...31_536_000)
         redisConnections = try int("TOLLGATE_REDIS_CONNECTIONS", 2, 1...64)
         pricingPath = env["TOLLGATE_PRICING"].flatMap { $0.isEmpty ? nil : $0 }
+        if let listen = env["TOLLGATE_LISTEN"], !listen.isEmpty { try setListen(listen) }
+        serviceToken = env["TOLLGATE_SERVICE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        adminToken = env["TOLLGATE_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        switch env["TOLLGATE_FAIL_MODE"] ?? "" {
+        case "", "closed": failOpen = false
+        case "open": failOpen = true
+        case let other: throw ConfigurationError("TOLLGATE_FAIL_MODE must be 'open' or 'closed', got '\(other)'")
+        }
+        switch env["TOLLGATE_WRITER"] ?? "" {
+        case "", "on": embeddedWriter = true
+        case "off": embeddedWriter = false
+        case let other: throw ConfigurationError("TOLLGATE_WRITER must be 'on' or 'off', got '\(other)'")
+        }
+        httpThreads = try int("TOLLGATE_HTTP_THREADS", 4, 1...256)
         guard reservationTTLSeconds <= maxReservationTTLSeconds else {
             throw ConfigurationError("TOLLGATE_RESERVATION_TTL must not exceed TOLLGATE_MAX_RESERVATION_TTL")
         }
+    }
+
+    /// Sets the listen address from `host:port`.
+    public mutating func setListen(_ text: String) throws(ConfigurationError) {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port), !parts[0].isEmpty else {
+            throw ConfigurationError("listen address must be host:port (e.g. 127.0.0.1:8080), got '\(text)'")
+        }
+        listenHost = String(parts[0])
+        listenPort = port
+    }
+
+    /// Checks what `serve` needs: both tokens, at least 16 characters, and different.
+    public func validateForServe() throws(ConfigurationError) {
+        guard let s = serviceToken, let a = adminToken else {
+            throw ConfigurationError("set TOLLGATE_SERVICE_TOKEN and TOLLGATE_ADMIN_TOKEN (ops/run generates them)")
+        }
+        guard s.count >= 16, a.count >= 16 else { throw ConfigurationError("tokens must be at least 16 characters") }
+        guard s != a else { throw ConfigurationError("TOLLGATE_SERVICE_TOKEN and TOLLGATE_ADMIN_TOKEN must differ") }
+        _ = try requirePostgres()
     }
 
     /// The Postgres configuration, or a readable error saying how to set it.

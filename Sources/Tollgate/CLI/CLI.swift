@@ -9,6 +9,7 @@ public enum TollgateCLI {
         usage: tollgate <command> [options]
 
         commands:
+          serve              the HTTP API (with an embedded usage writer)
           migrate            create or update the Postgres schema (idempotent)
           writer             move usage events from Redis streams into Postgres
           bench engine       measure the quota engine beside redis-benchmark
@@ -35,6 +36,7 @@ public enum TollgateCLI {
             case "migrate": try MigrateCommand.run(rest)
             case "bench": try await BenchCommand.run(rest)
             case "writer": try WriterCommand.run(rest)
+            case "serve": try ServeCommand.run(rest)
             case "help", "--help", "-h": print(usage)
             default: throw UsageError("unknown command '\(command)' (see `tollgate help`)")
             }
@@ -45,6 +47,9 @@ public enum TollgateCLI {
         } catch let e as CommandFailure {
             printErr("tollgate \(command): \(e.message)")
             return e.status
+        } catch let e as ConfigurationError {
+            printErr("tollgate \(command): \(e.message)")
+            return 1
         } catch {
             printErr("tollgate \(command): \(error)")
             return 1

@@ -62,10 +62,16 @@ public final class QuotaEngine: Sendable {
     /// `notes` nil keeps existing notes), then applies it to Redis.
     @discardableResult
     public func enable(userId: String, maxCostPerMonth: Money?, notes: String? = nil) async throws -> UnlockRecord {
+        try await setUnlock(userId: userId, enabled: true, maxCostPerMonth: maxCostPerMonth, notes: notes)
+    }
+
+    /// Creates or updates a record with the given state, Postgres first (the truth), then Redis.
+    @discardableResult
+    public func setUnlock(userId: String, enabled: Bool, maxCostPerMonth: Money?, notes: String? = nil) async throws -> UnlockRecord {
         try validUser(userId)
         if let m = maxCostPerMonth { _ = try invalid { try Validation.limit(m, field: "maxCostPerMonth") } }
         if let n = notes, n.utf8.count > 4096 { throw EngineError(.invalid, "notes must be at most 4096 bytes") }
-        let record = try database { try unlocks.enable(userId: userId, limit: maxCostPerMonth, notes: notes) }
+        let record = try database { try unlocks.upsert(userId: userId, enabled: enabled, limit: .some(maxCostPerMonth), notes: notes) }
         try await apply(record)
         return record
     }

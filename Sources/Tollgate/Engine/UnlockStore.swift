@@ -12,11 +12,6 @@ struct UnlockStore: Sendable {
         (extract(epoch FROM updated_at) * 1000000)::bigint AS version
         """
 
-    /// Creates or updates the record: enabled, with `limit` (nil = unlimited); `notes` nil keeps the old notes.
-    func enable(userId: String, limit: Money?, notes: String?) throws -> UnlockRecord {
-        try upsert(userId: userId, enabled: true, limit: .some(limit), notes: notes)
-    }
-
     /// Sets `enabled = false`, keeping limit and notes. Returns nil when the user has no record.
     func disable(userId: String) throws -> UnlockRecord? {
         let rows = try pool.query("""
