@@ -37,8 +37,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// TCP port, default 8080.
     public var port = 8080
-    /// Worker threads answering requests (libmicrohttpd's thread pool), default 4.
-    public var threads = 4
+    /// Worker threads answering requests (libmicrohttpd thread pool), default 16.
+    public var threads = 16
     /// Largest request body accepted, bytes (default 64 KiB); larger bodies get `bodyTooLarge`.
     public var maxBodyBytes = 64 * 1024
     /// Idle connections (keep-alive included) are closed after this many seconds, default 30.
@@ -90,13 +90,15 @@ public final class HTTPServer: @unchecked Sendable {
         options += [MHD_OPTION.CONNECTION_TIMEOUT.rawValue, UInt32(configuration.connectionTimeoutSeconds)]
         options += [MHD_OPTION.CONNECTION_LIMIT.rawValue, UInt32(configuration.maxConnections)]
         options += [MHD_OPTION.NOTIFY_COMPLETED.rawValue, OpaquePointer(completedPointer), OpaquePointer(cls)]
+        // SO_REUSEADDR, so a restarted server binds while old connections linger in TIME_WAIT.
+        options += [MHD_OPTION.LISTENING_ADDRESS_REUSE.rawValue, UInt32(1)]
         options.append(MHD_OPTION.END.rawValue)
         let access: MHD_AccessHandlerCallback = Callbacks.access
         let listenPort = UInt16(configuration.port)
         daemon = withVaList(options) { args in
             MHD_start_daemon_va(flags, listenPort, nil, nil, access, cls, args)
         }
-        guard let daemon else {
+        guard daemon != nil else {
             throw HTTPServerError(message: "cannot listen on \(configuration.host):\(configuration.port) (in use, or not permitted)")
         }
         port = configuration.port

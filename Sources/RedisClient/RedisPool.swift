@@ -19,8 +19,8 @@ public final class RedisPool: Sendable {
     /// - Parameters:
     ///   - lanes: connections used for pipelined commands (default 2).
     ///   - maxBatch: most commands sent in one round trip per lane (default 256).
-    ///   - maxIdle: exclusive connections kept for reuse (default 4).
-    public init(_ configuration: RedisConfiguration, lanes: Int = 2, maxBatch: Int = 256, maxIdle: Int = 4) {
+    ///   - maxIdle: exclusive connections kept for reuse (default 64; one per thread that calls at once).
+    public init(_ configuration: RedisConfiguration, lanes: Int = 2, maxBatch: Int = 256, maxIdle: Int = 64) {
         self.configuration = configuration
         self.maxIdle = maxIdle
         self.lanes = (0..<max(1, lanes)).map { Lane(configuration: configuration, maxBatch: maxBatch, index: $0) }
@@ -69,6 +69,27 @@ public final class RedisPool: Sendable {
     private func pickLane() -> Lane {
         let i = next.add(1, ordering: .relaxed).oldValue
         return lanes[i % lanes.count]
+    }
+
+    /// Runs one command on the calling thread over a pooled connection of its own (no thread hop; no
+    /// pipelining with other callers). Scripts answered NOSCRIPT are loaded and retried once. Error replies
+    /// are thrown as `.server` errors.
+    @discardableResult
+    public func runDirect(_ command: RedisCommand) throws(RedisError) -> RedisValue {
+        do {
+            return try withConnection { conn in
+                let reply = try conn.sendRaw(command)
+                if case .error(let e) = reply, e.hasPrefix("NOSCRIPT"), let script = command.script {
+                    try conn.send(RedisCommand(["SCRIPT", "LOAD", script.source]))
+                    return try conn.sendRaw(command).orThrow()
+                }
+                return try reply.orThrow()
+            }
+        } catch let e as RedisError {
+            throw e
+        } catch {
+            throw RedisError(code: .connectionLost, message: "\(error)")
+        }
     }
 
     // MARK: Exclusive connections

@@ -36,8 +36,8 @@ public struct Configuration: Sendable {
     public var failOpen = false
     /// `TOLLGATE_WRITER`: `on` (default: `serve` runs a usage writer inside) or `off`.
     public var embeddedWriter = true
-    /// `TOLLGATE_HTTP_THREADS`: HTTP worker threads, default 4.
-    public var httpThreads = 4
+    /// `TOLLGATE_HTTP_THREADS`: HTTP worker threads, default 16 (each may wait on Redis; a thread is cheap).
+    public var httpThreads = 16
 
     public init(environment env: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
         func int(_ name: String, _ def: Int, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
@@ -76,7 +76,7 @@ public struct Configuration: Sendable {
         case "off": embeddedWriter = false
         case let other: throw ConfigurationError("TOLLGATE_WRITER must be 'on' or 'off', got '\(other)'")
         }
-        httpThreads = try int("TOLLGATE_HTTP_THREADS", 4, 1...256)
+        httpThreads = try int("TOLLGATE_HTTP_THREADS", 16, 1...256)
         guard reservationTTLSeconds <= maxReservationTTLSeconds else {
             throw ConfigurationError("TOLLGATE_RESERVATION_TTL must not exceed TOLLGATE_MAX_RESERVATION_TTL")
         }

@@ -122,7 +122,7 @@ enum BenchCommand {
 
         let copyDB = try PostgresConnection(urls[1])
         let t1 = ContinuousClock.now
-        try copyDB.withTransaction { tx in
+        _ = try copyDB.withTransaction { tx in
             try tx.copyIn("""
                 COPY ai_usage_log (id, user_id, model_id, prompt_tokens, completion_tokens, total_tokens,
                                    estimated_cost, metadata, created_at, cost_nano, price_version) FROM STDIN

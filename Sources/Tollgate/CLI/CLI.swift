@@ -21,6 +21,7 @@ public enum TollgateCLI {
 
     public static func main() async {
         let status = await run(Array(CommandLine.arguments.dropFirst()))
+        Log.flush()
         exit(status)
     }
 

@@ -38,6 +38,10 @@ public struct EngineConfiguration: Sendable {
 ///
 /// Safe to share between any number of tasks and threads; any number of engines (processes) may share one
 /// Redis: every decision is one script.
+///
+/// Every operation comes twice: blocking (for threads, such as the HTTP workers: the calling thread does the
+/// Redis round trip on a pooled connection, with no thread hop) and `async` (for tasks: the same call on a
+/// thread of its own, so tasks never block the cooperative pool). In async code the async one is chosen.
 public final class QuotaEngine: Sendable {
     public let configuration: EngineConfiguration
     public let pricing: Pricing
@@ -61,27 +65,27 @@ public final class QuotaEngine: Sendable {
     /// The guide's enableAIForUser: creates or updates the record (enabled, `maxCostPerMonth` nil = unlimited,
     /// `notes` nil keeps existing notes), then applies it to Redis.
     @discardableResult
-    public func enable(userId: String, maxCostPerMonth: Money?, notes: String? = nil) async throws -> UnlockRecord {
-        try await setUnlock(userId: userId, enabled: true, maxCostPerMonth: maxCostPerMonth, notes: notes)
+    public func enable(userId: String, maxCostPerMonth: Money?, notes: String? = nil) throws -> UnlockRecord {
+        try setUnlock(userId: userId, enabled: true, maxCostPerMonth: maxCostPerMonth, notes: notes)
     }
 
     /// Creates or updates a record with the given state, Postgres first (the truth), then Redis.
     @discardableResult
-    public func setUnlock(userId: String, enabled: Bool, maxCostPerMonth: Money?, notes: String? = nil) async throws -> UnlockRecord {
+    public func setUnlock(userId: String, enabled: Bool, maxCostPerMonth: Money?, notes: String? = nil) throws -> UnlockRecord {
         try validUser(userId)
         if let m = maxCostPerMonth { _ = try invalid { try Validation.limit(m, field: "maxCostPerMonth") } }
         if let n = notes, n.utf8.count > 4096 { throw EngineError(.invalid, "notes must be at most 4096 bytes") }
         let record = try database { try unlocks.upsert(userId: userId, enabled: enabled, limit: .some(maxCostPerMonth), notes: notes) }
-        try await apply(record)
+        try apply(record)
         return record
     }
 
     /// The guide's disableAIForUser. Returns nil when the user has no record.
     @discardableResult
-    public func disable(userId: String) async throws -> UnlockRecord? {
+    public func disable(userId: String) throws -> UnlockRecord? {
         try validUser(userId)
         guard let record = try database({ try unlocks.disable(userId: userId) }) else { return nil }
-        try await apply(record)
+        try apply(record)
         return record
     }
 
@@ -92,35 +96,35 @@ public final class QuotaEngine: Sendable {
     }
 
     /// Writes a record's state into Redis (older versions never overwrite newer ones).
-    func apply(_ record: UnlockRecord) async throws {
-        _ = try await command(Scripts.setUnlock.evalsha(keys: [keys.user(record.userId)], args: [
+    func apply(_ record: UnlockRecord) throws {
+        _ = try command(Scripts.setUnlock.evalsha(keys: [keys.user(record.userId)], args: [
             record.enabled ? "1" : "0", String(record.maxCostPerMonth?.nanos ?? -1), String(record.version), "0", offset,
         ]))
     }
 
     /// Marks a user with no record as such in Redis (denied; Postgres is asked again after a while).
-    func applyAbsent(userId: String, version: Int64 = 0) async throws {
-        _ = try await command(Scripts.setUnlock.evalsha(keys: [keys.user(userId)], args: [
+    func applyAbsent(userId: String, version: Int64 = 0) throws {
+        _ = try command(Scripts.setUnlock.evalsha(keys: [keys.user(userId)], args: [
             "absent", "-1", String(version), String(configuration.absentRecheckSeconds * 1000), offset,
         ]))
     }
 
     /// Loads a user's unlock state from Postgres into Redis (when Redis has none).
-    func load(userId: String) async throws {
+    func load(userId: String) throws {
         if let record = try database({ try unlocks.find(userId: userId) }) {
-            try await apply(record)
+            try apply(record)
         } else {
-            try await applyAbsent(userId: userId)
+            try applyAbsent(userId: userId)
         }
     }
 
     // MARK: Decisions
 
     /// The guide's canUserAccessAI: allowed, this month's committed cost, the limit, and the reason if not.
-    public func access(userId: String) async throws -> AccessResult {
+    public func access(userId: String) throws -> AccessResult {
         try validUser(userId)
-        let r = try await loadingIfNeeded(userId) {
-            try await self.script(Scripts.access, keys: [self.keys.user(userId)], args: [self.offset])
+        let r = try loadingIfNeeded(userId) {
+            try self.script(Scripts.access, keys: [self.keys.user(userId)], args: [self.offset])
         }
         let reason = DenialReason(code: r[1].string ?? "")
         return AccessResult(
@@ -129,7 +133,7 @@ public final class QuotaEngine: Sendable {
     }
 
     /// Holds an estimated cost if the user's limit allows it, atomically for all instances.
-    public func reserve(_ request: ReserveRequest) async throws -> ReserveOutcome {
+    public func reserve(_ request: ReserveRequest) throws -> ReserveOutcome {
         try validUser(request.userId)
         if let key = request.idempotencyKey { _ = try invalid { try Validation.id(key, field: "reservationId") } }
         let ttl = request.ttlSeconds ?? configuration.reservationTTLSeconds
@@ -159,8 +163,8 @@ public final class QuotaEngine: Sendable {
             String(configuration.lateCommitWindowSeconds * 1000), idempotencyMs,
             model, pin, pout, pver, offset, key == nil ? "0" : "1",
         ]
-        let r = try await loadingIfNeeded(request.userId) {
-            try await self.script(Scripts.reserve, keys: scriptKeys, args: args)
+        let r = try loadingIfNeeded(request.userId) {
+            try self.script(Scripts.reserve, keys: scriptKeys, args: args)
         }
         if r[0].int == 1 {
             return .granted(Reservation(
@@ -179,7 +183,7 @@ public final class QuotaEngine: Sendable {
     /// Replaces a reservation by the actual cost and records the usage event, atomically. Idempotent:
     /// a retry returns the first result. A commit after the hold expired is still charged (within
     /// `lateCommitWindowSeconds`). A commit after release is a `.conflict`.
-    public func commit(reservationId: String, _ request: CommitRequest) async throws -> CommitResult {
+    public func commit(reservationId: String, _ request: CommitRequest) throws -> CommitResult {
         let handle = try parseHandle(reservationId)
         _ = try invalid { try Validation.tokens(request.promptTokens, field: "promptTokens") }
         _ = try invalid { try Validation.tokens(request.completionTokens, field: "completionTokens") }
@@ -193,7 +197,7 @@ public final class QuotaEngine: Sendable {
             cost = String(price.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens).nanos)
             (model, pver) = (price.id, pricing.version)
         }
-        let r = try await script(Scripts.commit, keys: [keys.reservation(handle), keys.stream(handle.partition)], args: [
+        let r = try script(Scripts.commit, keys: [keys.reservation(handle), keys.stream(handle.partition)], args: [
             keys.base(handle.partition), handle.text, String(request.promptTokens), String(request.completionTokens),
             cost, model, pver, request.metadata ?? "", idempotencyMs, offset,
         ])
@@ -212,9 +216,9 @@ public final class QuotaEngine: Sendable {
 
     /// Frees a reservation's hold (the request failed before any cost). Returns whether money was still
     /// held. Idempotent. Releasing a committed reservation changes nothing and returns false.
-    public func release(reservationId: String) async throws -> Bool {
+    public func release(reservationId: String) throws -> Bool {
         let handle = try parseHandle(reservationId)
-        let r = try await script(Scripts.release, keys: [keys.reservation(handle)], args: [
+        let r = try script(Scripts.release, keys: [keys.reservation(handle)], args: [
             keys.base(handle.partition), handle.text, idempotencyMs,
         ])
         if r[0].int == 1 { return r[1].int == 1 }
@@ -226,7 +230,7 @@ public final class QuotaEngine: Sendable {
     }
 
     /// The guide's logAIUsage: records spend that already happened (never refused). Idempotent on `requestId`.
-    public func logUsage(_ request: UsageRequest) async throws -> UsageResult {
+    public func logUsage(_ request: UsageRequest) throws -> UsageResult {
         try validUser(request.userId)
         _ = try invalid { try Validation.tokens(request.promptTokens, field: "promptTokens") }
         _ = try invalid { try Validation.tokens(request.completionTokens, field: "completionTokens") }
@@ -249,8 +253,8 @@ public final class QuotaEngine: Sendable {
             request.userId, usageId, model, String(request.promptTokens), String(request.completionTokens),
             String(cost.nanos), pver, request.metadata ?? "", idempotencyMs, offset,
         ]
-        let r = try await loadingIfNeeded(request.userId) {
-            try await self.script(Scripts.logUsage, keys: [self.keys.user(request.userId), idemKey, self.keys.stream(p)], args: args)
+        let r = try loadingIfNeeded(request.userId) {
+            try self.script(Scripts.logUsage, keys: [self.keys.user(request.userId), idemKey, self.keys.stream(p)], args: args)
         }
         return UsageResult(
             id: r[1].string ?? "", cost: Money(nanos: r[2].int ?? 0), currentCost: Money(nanos: r[3].int ?? 0),
@@ -259,22 +263,22 @@ public final class QuotaEngine: Sendable {
 
     /// Committed spend of a user in a month (default: the current month, by Redis time), from Redis:
     /// includes events not yet flushed to Postgres.
-    public func monthlyCost(userId: String, month: Month? = nil) async throws -> Money {
+    public func monthlyCost(userId: String, month: Month? = nil) throws -> Money {
         try validUser(userId)
         var m = month?.description ?? ""
-        if month == nil { m = try await currentMonth() }
-        let v = try await command(RedisCommand(["HGET", keys.user(userId), "spent:" + m]))
+        if month == nil { m = try currentMonth() }
+        let v = try command(RedisCommand(["HGET", keys.user(userId), "spent:" + m]))
         return Money(nanos: v.int ?? 0)
     }
 
     /// The current UTC month by Redis time (plus the clock offset).
-    public func currentMonth() async throws -> String {
-        Month(epochMs: try await redisTimeMs()).description
+    public func currentMonth() throws -> String {
+        Month(epochMs: try redisTimeMs()).description
     }
 
     /// Redis time in ms since the epoch, plus the clock offset.
-    public func redisTimeMs() async throws -> Int64 {
-        let t = try await command(RedisCommand(["TIME"])).array ?? []
+    public func redisTimeMs() throws -> Int64 {
+        let t = try command(RedisCommand(["TIME"])).array ?? []
         guard t.count == 2, let s = t[0].int, let us = t[1].int else {
             throw EngineError(.quotaStoreUnavailable, "unexpected TIME reply")
         }
@@ -284,26 +288,26 @@ public final class QuotaEngine: Sendable {
     // MARK: Helpers
 
     /// Runs a script that may answer NOT_LOADED: loads the user's unlock state from Postgres and retries once.
-    private func loadingIfNeeded(_ userId: String, _ run: () async throws -> [RedisValue]) async throws -> [RedisValue] {
-        let first = try await run()
+    private func loadingIfNeeded(_ userId: String, _ run: () throws -> [RedisValue]) throws -> [RedisValue] {
+        let first = try run()
         guard first.first?.int == -1 else { return first }
-        try await load(userId: userId)
-        let second = try await run()
+        try load(userId: userId)
+        let second = try run()
         guard second.first?.int != -1 else {
             throw EngineError(.quotaStoreUnavailable, "unlock state for the user could not be loaded into Redis")
         }
         return second
     }
 
-    func script(_ script: RedisScript, keys: [String], args: [String]) async throws -> [RedisValue] {
-        let v = try await command(script.evalsha(keys: keys, args: args))
+    func script(_ script: RedisScript, keys: [String], args: [String]) throws -> [RedisValue] {
+        let v = try command(script.evalsha(keys: keys, args: args))
         guard let a = v.array else { throw EngineError(.quotaStoreUnavailable, "unexpected script reply: \(v)") }
         return a
     }
 
-    func command(_ c: RedisCommand) async throws -> RedisValue {
+    func command(_ c: RedisCommand) throws -> RedisValue {
         do {
-            return try await redis.run(c)
+            return try redis.runDirect(c)
         } catch {
             throw EngineError(.quotaStoreUnavailable, "Quota store unavailable: \(error.message)")
         }

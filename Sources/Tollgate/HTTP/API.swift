@@ -163,15 +163,6 @@ final class API: Sendable {
         }
     }
 
-    /// Runs async engine work from a libmicrohttpd worker thread and waits for it.
-    func wait<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
-        let box = WaitBox<T>()
-        Task {
-            do { box.finish(.success(try await work())) } catch { box.finish(.failure(error)) }
-        }
-        return try box.wait()
-    }
-
     // MARK: Handlers
 
     func reserve(_ r: HTTPRequest) throws -> HTTPResponse {
@@ -192,7 +183,7 @@ final class API: Sendable {
                                      ttlSeconds: try b.int("ttlSeconds", in: 1...engine.configuration.maxReservationTTLSeconds))
         let outcome: ReserveOutcome
         do {
-            outcome = try wait { [engine] in try await engine.reserve(request) }
+            outcome = try engine.reserve(request)
         } catch let e as EngineError where e.code == .quotaStoreUnavailable && failOpen {
             metrics.decision("granted", reason: "fail_open")
             metrics.redisError()
@@ -221,7 +212,7 @@ final class API: Sendable {
         let request = CommitRequest(
             promptTokens: try b.tokens("promptTokens"), completionTokens: try b.tokens("completionTokens"),
             modelId: try b.optionalId("modelId"), cost: try b.optionalUSD("costUsd"), metadata: try b.metadata())
-        let c = try wait { [engine] in try await engine.commit(reservationId: id, request) }
+        let c = try engine.commit(reservationId: id, request)
         return .json(200, JSONOut.object([
             "reservationId": .string(c.reservationId), "costUsd": .usd(c.cost), "currentCost": .usd(c.currentCost),
             "maxCost": .usd(c.maxCost),
@@ -230,7 +221,7 @@ final class API: Sendable {
 
     func release(_ r: HTTPRequest, _ id: String) throws -> HTTPResponse {
         if !r.body.isEmpty { _ = try RequestBody(r.body, allowed: []) }
-        let released = try wait { [engine] in try await engine.release(reservationId: id) }
+        let released = try engine.release(reservationId: id)
         return .json(200, JSONOut.object(["released": .bool(released)]))
     }
 
@@ -240,7 +231,7 @@ final class API: Sendable {
             userId: try b.id("userId"), modelId: try b.id("modelId"), promptTokens: try b.tokens("promptTokens"),
             completionTokens: try b.tokens("completionTokens"), requestId: try b.optionalId("requestId"),
             cost: try b.optionalUSD("costUsd"), metadata: try b.metadata())
-        let u = try wait { [engine] in try await engine.logUsage(request) }
+        let u = try engine.logUsage(request)
         return .json(u.replayed ? 200 : 201, JSONOut.object([
             "id": .string(u.id), "costUsd": .usd(u.cost), "currentCost": .usd(u.currentCost), "maxCost": .usd(u.maxCost),
         ]))
@@ -250,7 +241,7 @@ final class API: Sendable {
         try Self.validId(userId, "userId")
         let a: AccessResult
         do {
-            a = try wait { [engine] in try await engine.access(userId: userId) }
+            a = try engine.access(userId: userId)
         } catch let e as EngineError where e.code == .quotaStoreUnavailable && failOpen {
             metrics.redisError()
             return .json(200, JSONOut.object(["allowed": .bool(true), "currentCost": .null, "maxCost": .null, "failOpen": .bool(true)]))
@@ -265,7 +256,7 @@ final class API: Sendable {
         for k in r.query.keys where !["from", "to", "limit", "cursor"].contains(k) {
             throw APIError(400, "unknown query parameter '\(k)'")
         }
-        let month = try Month(wait { [engine] in try await engine.currentMonth() })!
+        let month = Month(try engine.currentMonth())!
         let from = try Self.date(r.query["from"], "from") ?? month.firstDay
         let to = try Self.date(r.query["to"], "to") ?? utcTimestamp(ms: month.adding(months: 1).startEpochMs - 1).prefix(10).description
         guard from <= to else { throw APIError(400, "from must not be after to") }
@@ -299,15 +290,13 @@ final class API: Sendable {
             if limit! > Money.maxLimit { throw APIError(400, "maxCostPerMonth must be at most \(Money.maxLimit.usd)") }
         }
         let notes = try b?.optionalString("notes")
-        let record = try wait { [engine, limit] in
-            try await engine.setUnlock(userId: userId, enabled: enabled, maxCostPerMonth: limit, notes: notes)
-        }
+        let record = try engine.setUnlock(userId: userId, enabled: enabled, maxCostPerMonth: limit, notes: notes)
         return .json(200, Self.unlockJSON(record))
     }
 
     func deleteUnlock(_ userId: String) throws -> HTTPResponse {
         try Self.validId(userId, "userId")
-        guard let record = try wait({ [engine] in try await engine.disable(userId: userId) }) else {
+        guard let record = try engine.disable(userId: userId) else {
             throw APIError(404, "no unlock record for this user")
         }
         return .json(200, Self.unlockJSON(record))
@@ -392,18 +381,3 @@ final class API: Sendable {
     }
 }
 
-/// Hands a result from a task to a waiting thread.
-final class WaitBox<T: Sendable>: @unchecked Sendable {
-    private let semaphore = DispatchSemaphore(value: 0)
-    private var result: Result<T, any Error>?
-
-    func finish(_ r: Result<T, any Error>) {
-        result = r
-        semaphore.signal()
-    }
-
-    func wait() throws -> T {
-        semaphore.wait()
-        return try result!.get()
-    }
-}
