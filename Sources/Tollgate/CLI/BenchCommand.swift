@@ -9,7 +9,7 @@ import TollgateCore
 /// concurrency, in the same run. Prints rates and ratios (figures, not pass/fail).
 enum BenchCommand {
     static let help = """
-        usage: tollgate bench engine [--requests N] [--concurrency 1,16,64] [--lanes N]
+        usage: tollgate bench engine [--requests N] [--concurrency 1,16,64]
                tollgate bench writer [--events N]
 
         engine: the quota engine against the Redis at TOLLGATE_REDIS_URL beside redis-benchmark EVALSHA of
@@ -20,13 +20,12 @@ enum BenchCommand {
         """
 
     static func run(_ args: [String]) async throws {
-        let a = try Arguments(args, valued: ["requests", "concurrency", "lanes", "events"], switches: ["help"])
+        let a = try Arguments(args, valued: ["requests", "concurrency", "events"], switches: ["help"])
         if a.has("help") { print(help); return }
         let what = try a.positionals("what")[0]
         if what == "writer" { return try writer(events: try a.int("events", default: 200_000, range: 1_000...10_000_000)) }
         guard what == "engine" else { throw UsageError("unknown benchmark '\(what)' (try: engine, writer)") }
         let requests = try a.int("requests", default: 30_000, range: 100...10_000_000)
-        let lanes = try a.int("lanes", default: 2, range: 1...64)
         let levels = try (a.value("concurrency") ?? "1,16,64").split(separator: ",").map { s throws(UsageError) -> Int in
             guard let n = Int(s), (1...1024).contains(n) else { throw UsageError("--concurrency takes numbers from 1 to 1024, e.g. 1,16,64") }
             return n
@@ -37,28 +36,28 @@ enum BenchCommand {
         }
         var ec = EngineConfiguration(config)
         ec.prefix = "tgbench-" + IdGenerator.random128().prefix(8)
-        let redis = RedisPool(config.redis, lanes: lanes)
+        let redis = RedisPool(config.redis, lanes: 1)
         // The benchmark user is set up in Redis directly; Postgres is not touched.
         let unusedDatabase = PostgresPool(try config.postgres ?? PostgresConfiguration(url: "postgres://127.0.0.1:1/unused"))
         let engine = QuotaEngine(redis: redis, database: unusedDatabase, pricing: try config.loadPricing(), configuration: ec)
         defer { cleanup(redis: config.redis, prefix: ec.prefix) }
         let users = (0..<64).map { "bench-user-\($0)" }
         for u in users {
-            try await engine.apply(UnlockRecord(id: "bench", userId: u, enabled: true, maxCostPerMonth: nil, notes: nil,
+            try engine.apply(UnlockRecord(id: "bench", userId: u, enabled: true, maxCostPerMonth: nil, notes: nil,
                                                 createdAt: "", updatedAt: "", version: 1))
         }
         // Load the script so redis-benchmark's EVALSHA finds it.
-        try await redis.run(RedisCommand(["SCRIPT", "LOAD", Scripts.reserve.source]))
+        try redis.runDirect(RedisCommand(["SCRIPT", "LOAD", Scripts.reserve.source]))
 
-        print("engine benchmark: \(requests) requests per row, \(lanes) pipelined Redis connections, Redis \(host):\(port)")
+        print("engine benchmark: \(requests) requests per row, N threads calling the blocking engine API, Redis \(host):\(port)")
         print(pad("concurrency", 12) + pad("reserve/s", 12) + pad("reserve+commit/s", 18) + pad("redis-benchmark EVALSHA/s", 27) + "reserve ratio")
         for c in levels {
             let reserveRate = try await measure(requests: requests, concurrency: c) { i in
-                _ = try await engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000))))
+                _ = try engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000))))
             }
             let pairRate = try await measure(requests: requests / 2, concurrency: c) { i in
-                if case .granted(let r) = try await engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000)))) {
-                    _ = try await engine.commit(reservationId: r.id, CommitRequest(promptTokens: 1, completionTokens: 1, cost: Money(nanos: 900)))
+                if case .granted(let r) = try engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000)))) {
+                    _ = try engine.commit(reservationId: r.id, CommitRequest(promptTokens: 1, completionTokens: 1, cost: Money(nanos: 900)))
                 }
             }
             let raw = try redisBenchmark(host: host, port: port, clients: c, requests: requests, engine: engine, user: users[0])
@@ -146,24 +145,26 @@ enum BenchCommand {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
-    /// Runs `body` `requests` times from `concurrency` tasks; returns calls per second.
-    static func measure(requests: Int, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+    /// Runs `body` `requests` times from `concurrency` threads calling the engine's blocking API (the one
+    /// HTTP workers use); returns calls per second.
+    static func measure(requests: Int, concurrency: Int, _ body: @escaping @Sendable (Int) throws -> Void) async throws -> Double {
         let next = NextIndex()
+        let failures = NextIndex()
         let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<concurrency {
-                group.addTask {
-                    while true {
-                        let i = next.take()
-                        if i >= requests { return }
-                        try await body(i)
-                    }
+        let threads = (0..<concurrency).map { _ in
+            Thread {
+                while true {
+                    let i = next.take()
+                    if i >= requests { return }
+                    do { try body(i) } catch { _ = failures.take() }
                 }
             }
-            try await group.waitForAll()
         }
+        for t in threads { t.start() }
+        while threads.contains(where: { !$0.isFinished }) { try await Task.sleep(for: .milliseconds(2)) }
         let elapsed = ContinuousClock.now - start
-        return Double(requests) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        if failures.take() > 0 { throw CommandFailure("some benchmark calls failed (is Redis up?)") }
+        return Double(requests) / seconds(elapsed)
     }
 
     /// redis-benchmark running EVALSHA of the reserve script with the engine's own keys and arguments.
