@@ -21,6 +21,10 @@ ARGV[8]  metadata, JSON object text, or ""
 ARGV[9]  idempotency TTL, ms (how long the result is remembered)
 ARGV[10] clock offset, ms (0 in production)
 
+The usage event's fields: type=usage, id, user, model, prompt, completion, total, cost (nano-USD),
+pver, meta, ts (Redis time, ms), month (YYYY-MM), seq (the user's request count this month, after it).
+Alert events: type=alert, id, user, month, threshold (80|90|100), spent, limit, ts.
+
 Returns
   {1, handle, cost, spent, limit, month, replayed, created_ms}   committed (replayed = 1 on a retry)
   {0, "NO_SUCH_RESERVATION"}   unknown or forgotten handle
@@ -80,10 +84,10 @@ end
 
 local month = month_of(now)
 local spent = redis.call('HINCRBY', user_key, 'spent:' .. month, int(cost))
-redis.call('HINCRBY', user_key, 'count:' .. month, 1)
+local seq = redis.call('HINCRBY', user_key, 'count:' .. month, 1)
 redis.call('XADD', KEYS[2], '*', 'type', 'usage', 'id', ARGV[2], 'user', user, 'model', model,
   'prompt', ARGV[3], 'completion', ARGV[4], 'total', int(prompt + completion), 'cost', int(cost),
-  'pver', pver, 'meta', ARGV[8], 'ts', int(now), 'month', month)
+  'pver', pver, 'meta', ARGV[8], 'ts', int(now), 'month', month, 'seq', seq)
 
 -- Thresholds: one alert per threshold per month, when committed spend first reaches it.
 local u = redis.call('HMGET', user_key, 'limit', 'alerted:' .. month)

@@ -19,6 +19,10 @@ ARGV[8]  metadata, JSON object text, or ""
 ARGV[9]  idempotency TTL, ms
 ARGV[10] clock offset, ms (0 in production)
 
+The usage event's fields: type=usage, id, user, model, prompt, completion, total, cost (nano-USD),
+pver, meta, ts (Redis time, ms), month (YYYY-MM), seq (the user's request count this month, after it).
+Alert events: type=alert, id, user, month, threshold (80|90|100), spent, limit, ts.
+
 Returns
   {1, id, cost, spent, limit, month, replayed, created_ms}
   {-1, "NOT_LOADED"}   no unlock state in Redis: load it from Postgres, then retry
@@ -52,10 +56,10 @@ if not redis.call('HGET', user_key, 'enabled') then return {-1, 'NOT_LOADED'} en
 local month = month_of(now)
 local cost, prompt, completion = tonumber(ARGV[6]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local spent = redis.call('HINCRBY', user_key, 'spent:' .. month, ARGV[6])
-redis.call('HINCRBY', user_key, 'count:' .. month, 1)
+local seq = redis.call('HINCRBY', user_key, 'count:' .. month, 1)
 redis.call('XADD', KEYS[3], '*', 'type', 'usage', 'id', ARGV[2], 'user', ARGV[1], 'model', ARGV[3],
   'prompt', ARGV[4], 'completion', ARGV[5], 'total', int(prompt + completion), 'cost', ARGV[6],
-  'pver', ARGV[7], 'meta', ARGV[8], 'ts', int(now), 'month', month)
+  'pver', ARGV[7], 'meta', ARGV[8], 'ts', int(now), 'month', month, 'seq', seq)
 
 local u = redis.call('HMGET', user_key, 'limit', 'alerted:' .. month)
 local limit, alerted = tonumber(u[1] or '-1'), tonumber(u[2] or '0')

@@ -73,6 +73,37 @@ public final class PostgresConnection: @unchecked Sendable {
         return copied
     }
 
+    /// Runs `COPY ... TO STDOUT` and hands each chunk of output (text or CSV, as the statement says) to `body`.
+    /// Returns the number of rows copied.
+    @discardableResult
+    public func copyOut(_ copySQL: String, _ body: ([UInt8]) throws -> Void) throws -> Int {
+        let c = try ensureConnected()
+        let start = PQexec(c, copySQL)
+        guard PQresultStatus(start) == PGRES_COPY_OUT else {
+            _ = try consume(start, sql: copySQL)
+            throw PostgresError(code: .statement, message: "not a COPY ... TO STDOUT statement")
+        }
+        PQclear(start)
+        while true {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let n = PQgetCopyData(c, &buffer, 0)
+            if n > 0, let buffer {
+                let bytes = Array(UnsafeRawBufferPointer(start: buffer, count: Int(n)))
+                PQfreemem(buffer)
+                try body(bytes)
+            } else if n == -1 {
+                break
+            } else {
+                throw connectionError("COPY out failed")
+            }
+        }
+        var copied = 0
+        while let result = PQgetResult(c) {
+            copied = try consume(result, sql: copySQL).affectedRows
+        }
+        return copied
+    }
+
     /// Whether the connection is currently usable.
     public var isConnected: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
 

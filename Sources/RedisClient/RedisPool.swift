@@ -77,6 +77,18 @@ public final class RedisPool: Sendable {
     @discardableResult
     public func runDirect(_ command: RedisCommand) throws(RedisError) -> RedisValue {
         do {
+            return try runDirectOnce(command)
+        } catch let e where e.code == .connectionLost {
+            // An idle connection went stale (Redis restarted, or an idle timeout closed it): the command
+            // never reached a live server. The other idle connections are likely stale too: drop them, and
+            // retry once on a fresh connection.
+            idle.withLock { $0.removeAll() }
+            return try runDirectOnce(command)
+        }
+    }
+
+    private func runDirectOnce(_ command: RedisCommand) throws(RedisError) -> RedisValue {
+        do {
             return try withConnection { conn in
                 let reply = try conn.sendRaw(command)
                 if case .error(let e) = reply, e.hasPrefix("NOSCRIPT"), let script = command.script {

@@ -36,6 +36,8 @@ public struct Configuration: Sendable {
     public var failOpen = false
     /// `TOLLGATE_WRITER`: `on` (default: `serve` runs a usage writer inside) or `off`.
     public var embeddedWriter = true
+    /// `TOLLGATE_UNLOCK_RESYNC`: seconds between catch-up passes of the unlock listener, default 60.
+    public var unlockResyncSeconds = 60
     /// `TOLLGATE_HTTP_THREADS`: HTTP worker threads, default 16 (each may wait on Redis; a thread is cheap).
     public var httpThreads = 16
 
@@ -76,6 +78,7 @@ public struct Configuration: Sendable {
         case "off": embeddedWriter = false
         case let other: throw ConfigurationError("TOLLGATE_WRITER must be 'on' or 'off', got '\(other)'")
         }
+        unlockResyncSeconds = try int("TOLLGATE_UNLOCK_RESYNC", 60, 1...86_400)
         httpThreads = try int("TOLLGATE_HTTP_THREADS", 16, 1...256)
         guard reservationTTLSeconds <= maxReservationTTLSeconds else {
             throw ConfigurationError("TOLLGATE_RESERVATION_TTL must not exceed TOLLGATE_MAX_RESERVATION_TTL")

@@ -99,8 +99,8 @@ enum BenchCommand {
             batch.append(RedisCommand(["XADD", keys.stream(i % partitions), "*", "type", "usage", "id", id, "user", user,
                                        "model", "anthropic/claude-sonnet-4.5", "prompt", "100", "completion", "20", "total", "120",
                                        "cost", String(cost), "pver", "bench", "meta", #"{"feature":"bench"}"#, "ts", String(ts),
-                                       "month", Month(epochMs: ts).description]))
-            copyText += "\(id)\t\(user)\tanthropic/claude-sonnet-4.5\t100\t20\t120\t\(Money(nanos: cost).usd)\t{\"feature\":\"bench\"}\t\(utcTimestamp(ms: ts))\t\(cost)\tbench\n"
+                                       "month", Month(epochMs: ts).description, "seq", String(i / 500 + 1)]))
+            copyText += "\(id)\t\(user)\tanthropic/claude-sonnet-4.5\t100\t20\t120\t\(Money(nanos: cost).usd)\t{\"feature\":\"bench\"}\t\(utcTimestamp(ms: ts))\t\(cost)\tbench\t\(i / 500 + 1)\n"
             if batch.count == 1000 {
                 for r in try redis.pipelineRaw(batch) { try r.orThrow() }
                 batch.removeAll(keepingCapacity: true)
@@ -124,7 +124,7 @@ enum BenchCommand {
         _ = try copyDB.withTransaction { tx in
             try tx.copyIn("""
                 COPY ai_usage_log (id, user_id, model_id, prompt_tokens, completion_tokens, total_tokens,
-                                   estimated_cost, metadata, created_at, cost_nano, price_version) FROM STDIN
+                                   estimated_cost, metadata, created_at, cost_nano, price_version, seq) FROM STDIN
                 """, data: copyText)
         }
         let copySeconds = seconds(ContinuousClock.now - t1)

@@ -11,6 +11,13 @@ public enum TollgateCLI {
         commands:
           serve              the HTTP API (with an embedded usage writer)
           migrate            create or update the Postgres schema (idempotent)
+          user               enable, disable, show (troubleshoot), usage
+          report             top-users, models, near-limit (the guide's analytics)
+          reconcile          compare Redis with Postgres; --repair fixes Redis
+          rebuild            restore Redis from Postgres after it lost its data
+          sync-unlocks       apply every ai_user_unlock row to Redis
+          archive            detach monthly partitions older than N months
+          pricing            list prices; check a pricing file
           writer             move usage events from Redis streams into Postgres
           bench engine       measure the quota engine beside redis-benchmark
           help               show this text
@@ -38,6 +45,13 @@ public enum TollgateCLI {
             case "bench": try await BenchCommand.run(rest)
             case "writer": try WriterCommand.run(rest)
             case "serve": try ServeCommand.run(rest)
+            case "user": try UserCommand.run(rest)
+            case "report": try ReportCommand.run(rest)
+            case "reconcile": try ReconcileCommand.run(rest)
+            case "rebuild": try RebuildCommand.run(rest)
+            case "sync-unlocks": try SyncUnlocksCommand.run(rest)
+            case "archive": try ArchiveCommand.run(rest)
+            case "pricing": try PricingCommand.run(rest)
             case "help", "--help", "-h": print(usage)
             default: throw UsageError("unknown command '\(command)' (see `tollgate help`)")
             }
@@ -48,6 +62,15 @@ public enum TollgateCLI {
         } catch let e as CommandFailure {
             printErr("tollgate \(command): \(e.message)")
             return e.status
+        } catch let e as EngineError {
+            printErr("tollgate \(command): \(e.message)")
+            return e.code == .invalid ? 64 : 1
+        } catch let e as PostgresError {
+            printErr("tollgate \(command): \(e.description)")
+            return 1
+        } catch let e as RedisError {
+            printErr("tollgate \(command): \(e.description)")
+            return 1
         } catch let e as ConfigurationError {
             printErr("tollgate \(command): \(e.message)")
             return 1

@@ -13,7 +13,7 @@ enum ServeCommand {
         Environment: TOLLGATE_LISTEN, TOLLGATE_REDIS_URL, DATABASE_URL (or PRIVATE_DATABASE_URL),
         TOLLGATE_SERVICE_TOKEN, TOLLGATE_ADMIN_TOKEN, TOLLGATE_PRICING, TOLLGATE_RESERVATION_TTL,
         TOLLGATE_WRITER (on|off), TOLLGATE_FAIL_MODE (closed|open), TOLLGATE_HTTP_THREADS, TOLLGATE_PREFIX,
-        TOLLGATE_PARTITIONS.
+        TOLLGATE_PARTITIONS, TOLLGATE_UNLOCK_RESYNC.
         """
 
     static func run(_ args: [String]) throws {
@@ -49,6 +49,12 @@ enum ServeCommand {
             t.start()
             writerThread = t
         }
+        // SQL edits of ai_user_unlock reach Redis at once: LISTEN, plus catch-up passes.
+        let sync = UnlockSync(engine: engine, database: database)
+        sync.resyncSeconds = Double(config.unlockResyncSeconds)
+        let listener = Thread { sync.run(until: stop) }
+        listener.name = "unlock-listener"
+        listener.start()
         let api = API(engine: engine, redis: redis, database: database, serviceToken: config.serviceToken!,
                       adminToken: config.adminToken!, failOpen: config.failOpen, writerMetrics: writer?.metrics)
         var http = HTTPServerConfiguration()
@@ -70,7 +76,7 @@ enum ServeCommand {
         while !stop.isSet { Thread.sleep(forTimeInterval: 0.1) }
         Log.info("stopping: finishing requests in flight and the writer's batch")
         server.stop(graceSeconds: 10)
-        while writerThread?.isExecuting == true { Thread.sleep(forTimeInterval: 0.02) }
+        while writerThread?.isExecuting == true || listener.isExecuting { Thread.sleep(forTimeInterval: 0.02) }
         Log.info("stopped")
     }
 }

@@ -36,8 +36,15 @@ enum WriterCommand {
         }
         let stop = StopSignal()
         ShutdownSignals.install(stop)
+        // The writer also carries SQL edits of ai_user_unlock to Redis, so they apply even without serve.
+        let rt = try Runtime()
+        let sync = UnlockSync(engine: rt.engine, database: rt.database)
+        sync.resyncSeconds = Double(config.unlockResyncSeconds)
+        let listener = Thread { sync.run(until: stop) }
+        listener.start()
         Log.info("writer started", ["consumer": wc.consumer, "redis": "\(config.redis)", "postgres": "\(config.postgres!)"])
         writer.run(until: stop)
+        while listener.isExecuting { Thread.sleep(forTimeInterval: 0.02) }
         Log.info("writer stopped", ["consumer": wc.consumer, "rows": String(writer.metrics.rowsWritten)])
     }
 }

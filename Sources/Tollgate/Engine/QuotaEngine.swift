@@ -109,13 +109,29 @@ public final class QuotaEngine: Sendable {
         ]))
     }
 
-    /// Loads a user's unlock state from Postgres into Redis (when Redis has none).
+    /// Loads a user's unlock state from Postgres into Redis (when Redis has none). A user without a record
+    /// is marked absent as of the Postgres clock now, newer than any earlier record of theirs.
     func load(userId: String) throws {
         if let record = try database({ try unlocks.find(userId: userId) }) {
             try apply(record)
         } else {
-            try applyAbsent(userId: userId)
+            let now = try database { try unlocks.nowVersion() }
+            try applyAbsent(userId: userId, version: now)
         }
+    }
+
+    /// A user's holds that have not expired (by Redis time).
+    public func openReservations(userId: String) throws -> [(id: String, amount: Money, expiresAtMs: Int64)] {
+        try validUser(userId)
+        let now = try redisTimeMs()
+        let members = try command(RedisCommand(["ZRANGEBYSCORE", keys.holds(userId), String(now), "+inf", "WITHSCORES"])).array ?? []
+        var out: [(id: String, amount: Money, expiresAtMs: Int64)] = []
+        for i in stride(from: 0, to: members.count - 1, by: 2) {
+            let parts = (members[i].string ?? "").split(separator: "|")
+            guard parts.count == 2, let amount = Int64(parts[1]) else { continue }
+            out.append((String(parts[0]), Money(nanos: amount), members[i + 1].int ?? Int64(Double(members[i + 1].string ?? "0") ?? 0)))
+        }
+        return out
     }
 
     // MARK: Decisions

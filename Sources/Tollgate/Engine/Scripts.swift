@@ -8,6 +8,7 @@ enum Scripts {
     static let logUsage = load("log_usage")
     static let access = load("access")
     static let setUnlock = load("set_unlock")
+    static let reconcileSnapshot = load("reconcile_snapshot")
 
     private static func load(_ name: String) -> RedisScript {
         guard let source = EmbeddedResources.files["lua/\(name).lua"] else {

@@ -43,6 +43,11 @@ struct UnlockStore: Sendable {
         return try Self.decode(rows[0])
     }
 
+    /// The Postgres clock now, in microseconds: the version of "no record as of now".
+    func nowVersion() throws -> Int64 {
+        try pool.query("SELECT (extract(epoch FROM clock_timestamp() AT TIME ZONE 'UTC') * 1000000)::bigint AS v")[0].decode("v")
+    }
+
     func find(userId: String) throws -> UnlockRecord? {
         try pool.query("SELECT \(Self.columns) FROM ai_user_unlock WHERE user_id = $1", [userId]).first.map(Self.decode)
     }

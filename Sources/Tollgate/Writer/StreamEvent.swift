@@ -20,6 +20,8 @@ enum StreamEvent {
         var metadata: String?
         /// Redis time of the commit, ms since the epoch: the row's created_at.
         var createdAtMs: Int64
+        /// The user's request count this month after this event (nil for events without one).
+        var seq: Int64?
     }
 
     struct AlertRow {
@@ -51,7 +53,7 @@ enum StreamEvent {
             self = .usage(UsageRow(
                 id: id, userId: user, modelId: model, promptTokens: p, completionTokens: c,
                 totalTokens: int("total") ?? p + c, cost: Money(nanos: cost), priceVersion: fields["pver"] ?? "",
-                metadata: meta, createdAtMs: ts))
+                metadata: meta, createdAtMs: ts, seq: int("seq")))
         case "alert":
             guard let id = fields["id"], !id.isEmpty, let user = text("user"), let month = fields["month"], Month(month) != nil,
                   let th = int("threshold"), let spent = int("spent"), let limit = int("limit"), let ts = int("ts")

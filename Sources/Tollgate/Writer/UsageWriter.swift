@@ -237,10 +237,17 @@ public final class UsageWriter: @unchecked Sendable {
         for entry in entries {
             switch entry.event {
             case .usage(let u):
-                copy += [u.id, u.userId, u.modelId, String(u.promptTokens), String(u.completionTokens), String(u.totalTokens),
-                         u.cost.usd, u.metadata.map(Self.copyEscape) ?? "\\N", utcTimestamp(ms: u.createdAtMs),
-                         String(u.cost.nanos), u.priceVersion]
-                    .enumerated().map { $0.offset == 7 ? $0.element : Self.copyEscape($0.element) }.joined(separator: "\t") + "\n"
+                // Columns in the order of `columns` below; NULL is \N (metadata, seq).
+                let text: [String] = [
+                    Self.copyEscape(u.id), Self.copyEscape(u.userId), Self.copyEscape(u.modelId),
+                    String(u.promptTokens), String(u.completionTokens), String(u.totalTokens), u.cost.usd,
+                ]
+                let rest: [String] = [
+                    u.metadata.map(Self.copyEscape) ?? "\\N", utcTimestamp(ms: u.createdAtMs), String(u.cost.nanos),
+                    Self.copyEscape(u.priceVersion), u.seq.map { String($0) } ?? "\\N",
+                ]
+                copy += (text + rest).joined(separator: "\t")
+                copy += "\n"
             case .alert(let a):
                 alerts += try tx.query("""
                     INSERT INTO tollgate_alert (id, user_id, month, threshold_percent, spent_nano, limit_nano, created_at)
@@ -253,7 +260,7 @@ public final class UsageWriter: @unchecked Sendable {
         guard !copy.isEmpty else { return (0, alerts) }
         let columns = """
             (id, user_id, model_id, prompt_tokens, completion_tokens, total_tokens,
-             estimated_cost, metadata, created_at, cost_nano, price_version)
+             estimated_cost, metadata, created_at, cost_nano, price_version, seq)
             """
         // Fast path: COPY straight into ai_usage_log. A replayed batch (after a crash between commit and
         // XACK) hits the primary key; then the batch goes through a staging table and ON CONFLICT DO NOTHING.
