@@ -15,7 +15,7 @@ ARGV[2]  handle
 ARGV[3]  prompt tokens (integer >= 0)
 ARGV[4]  completion tokens (integer >= 0)
 ARGV[5]  cost, nano-USD, or "" to price the tokens with the reservation's model prices
-ARGV[6]  model id, or "" to use the reservation's model
+ARGV[6]  model id, or "" to use the reservation's model ("unknown" when neither names one)
 ARGV[7]  pricing version of ARGV[5], or ""
 ARGV[8]  metadata, JSON object text, or ""
 ARGV[9]  idempotency TTL, ms (how long the result is remembered)
@@ -76,6 +76,9 @@ else
   cost = prompt * math.floor(pin / 1000000) + completion * math.floor(pout / 1000000)
     + math.floor(frac / 1000000) + ((frac % 1000000 > 0) and 1 or 0)
 end
+
+-- A reservation made by amount and committed with a provider cost may name no model at all.
+if not model or model == '' then model = 'unknown' end
 
 -- Free the hold if it is still open (an expired one was already swept or will not count).
 if redis.call('ZREM', holds_key, ARGV[2] .. '|' .. amount) == 1 then

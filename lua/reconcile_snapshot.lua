@@ -8,13 +8,14 @@ KEYS[1..n]  user hashes of one partition   <prefix>:{P}:u:<user>
 KEYS[n+1]   the partition stream            <prefix>:{P}:events
 
 ARGV[1]       month, YYYY-MM
-ARGV[2..n+1]  the user ids of KEYS[1..n], in the same order
+ARGV[2]       clock offset, ms (0 in production)
+ARGV[3..n+2]  the user ids of KEYS[1..n], in the same order
 
 Returns {users, events, now_ms}
   users:  {spent_1, count_1, spent_2, count_2, ...}   nano-USD and request count of the month, per user
   events: {id, user, cost, seq, ...}                   usage events of these users and this month still
                                                        in the stream (unacknowledged or not yet deleted)
-  now_ms: Redis time of the snapshot, ms
+  now_ms: Redis time of the snapshot (plus the offset), ms
 ]]
 
 local month = ARGV[1]
@@ -25,7 +26,7 @@ for i = 1, n do
   local u = redis.call('HMGET', KEYS[i], 'spent:' .. month, 'count:' .. month)
   users[#users + 1] = tonumber(u[1] or '0')
   users[#users + 1] = tonumber(u[2] or '0')
-  wanted[ARGV[i + 1]] = true
+  wanted[ARGV[i + 2]] = true
 end
 
 local events = {}
@@ -42,4 +43,4 @@ for _, entry in ipairs(entries) do
   end
 end
 local t = redis.call('TIME')
-return {users, events, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+return {users, events, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])}

@@ -9,7 +9,7 @@ import TollgateCore
 /// count *and* their events still in the stream, at one instant T. Every event carries `seq`, the user's
 /// request count after it, so Postgres rows with `seq <= count` are exactly those counted in that spend;
 /// rows committed after T (higher seq) are left out, and stream events already flushed by the time
-/// Postgres is asked are recognised by id and counted once. Rows with a higher seq written well before T
+/// Postgres is asked are recognised by id and counted once. Rows with a higher seq stamped before T
 /// (Redis lost them) are counted, so lost state shows as drift.
 public struct Reconciler: Sendable {
     public struct Drift: Sendable, Hashable {
@@ -91,7 +91,7 @@ public struct Reconciler: Sendable {
     private func check(_ users: [String], partition p: Int, month m: Month, repair: Bool) throws -> [Drift] {
         let keys = engine.keys
         let snapshot = try engine.command(Scripts.reconcileSnapshot.evalsha(
-            keys: users.map { keys.user($0) } + [keys.stream(p)], args: [m.description] + users))
+            keys: users.map { keys.user($0) } + [keys.stream(p)], args: [m.description, String(engine.configuration.clockOffsetMs)] + users))
         guard let parts = snapshot.array, parts.count == 3, let flat = parts[0].array, let evs = parts[1].array,
               let nowMs = parts[2].int, flat.count == users.count * 2
         else { throw EngineError(.quotaStoreUnavailable, "unexpected reconcile snapshot reply") }
@@ -105,27 +105,33 @@ public struct Reconciler: Sendable {
             events.append((evs[i].string ?? "", evs[i + 1].string ?? "", evs[i + 2].int ?? 0))
         }
         // Postgres at the snapshot's point: rows counted in Redis's spend (seq <= count), rows without a
-        // seq, and rows written well before the snapshot (which Redis should know of).
-        let sums = try pool.query("""
-            SELECT u.user_id, coalesce(sum(l.cost_nano), 0)::bigint AS total, count(l.id) AS n
-              FROM unnest($1::text[], $2::bigint[]) AS u(user_id, maxseq)
-              LEFT JOIN ai_usage_log l
-                ON l.user_id = u.user_id
-               AND l.created_at >= $3::date AND l.created_at < $3::date + interval '1 month'
-               AND (l.seq IS NULL OR l.seq <= u.maxseq OR l.created_at < $4::timestamp)
-             GROUP BY u.user_id
-            """, [PostgresArray.literal(users), PostgresArray.literal(users.map { count[$0]! }), m.firstDay,
-                  utcTimestamp(ms: nowMs - 1000)])
+        // seq, and rows stamped before the snapshot (which Redis must know of). Both queries read one
+        // Postgres snapshot, so an event flushed meanwhile is counted exactly once.
+        let (sums, flushedRows) = try pool.withConnection { db in
+            try db.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            defer { _ = try? db.query("COMMIT") }
+            let sums = try db.query("""
+                SELECT u.user_id, coalesce(sum(l.cost_nano), 0)::bigint AS total, count(l.id) AS n
+                  FROM unnest($1::text[], $2::bigint[]) AS u(user_id, maxseq)
+                  LEFT JOIN ai_usage_log l
+                    ON l.user_id = u.user_id
+                   AND l.created_at >= $3::date AND l.created_at < $3::date + interval '1 month'
+                   AND (l.seq IS NULL OR l.seq <= u.maxseq OR l.created_at < $4::timestamp)
+                 GROUP BY u.user_id
+                """, [PostgresArray.literal(users), PostgresArray.literal(users.map { count[$0]! }), m.firstDay,
+                      utcTimestamp(ms: nowMs)])
+            let flushed = try db.query("""
+                SELECT id FROM ai_usage_log
+                 WHERE id = ANY($1::text[]) AND created_at >= $2::date AND created_at < $2::date + interval '1 month'
+                """, [PostgresArray.literal(events.map(\.id)), m.firstDay])
+            return (sums, flushed)
+        }
         var postgres: [String: Int64] = [:], rows: [String: Int64] = [:]
         for row in sums {
             postgres[try row.decode("user_id")] = try row.decode("total")
             rows[try row.decode("user_id")] = try row.decode("n")
         }
-        // Stream events already flushed by now are in the sums above: count the rest once.
-        let flushed = Set(try pool.query("""
-            SELECT id FROM ai_usage_log
-             WHERE id = ANY($1::text[]) AND created_at >= $2::date AND created_at < $2::date + interval '1 month'
-            """, [PostgresArray.literal(events.map(\.id)), m.firstDay]).compactMap { $0["id"] })
+        let flushed = Set(flushedRows.compactMap { $0["id"] })
         var unflushed: [String: Int64] = [:], unflushedCount: [String: Int64] = [:]
         for e in events where !flushed.contains(e.id) {
             unflushed[e.user, default: 0] += e.cost

@@ -132,6 +132,8 @@ final class EngineFixture: @unchecked Sendable {
     let pricing: Pricing
     let postgres: PostgresPool
     var config: EngineConfiguration
+    /// The Redis database (SELECT) this fixture uses; 0 unless a test needs one of its own.
+    var redisDatabase = 0
 
     init(partitions: Int = 4) throws {
         db = try ScratchDatabase(migrated: true)
@@ -147,10 +149,10 @@ final class EngineFixture: @unchecked Sendable {
     func engine(clockOffsetMs: Int64 = 0, lanes: Int = 2) throws -> QuotaEngine {
         var c = config
         c.clockOffsetMs = clockOffsetMs
-        return QuotaEngine(redis: RedisPool(try TestServers.redis(), lanes: lanes), database: postgres, pricing: pricing, configuration: c)
+        return QuotaEngine(redis: RedisPool(try TestServers.redis(database: redisDatabase), lanes: lanes), database: postgres, pricing: pricing, configuration: c)
     }
 
-    func redis() throws -> RedisConnection { try TestServers.redisConnection() }
+    func redis() throws -> RedisConnection { try TestServers.redisConnection(database: redisDatabase) }
 
     func writer(_ name: String = "w1", batchSize: Int = 1000, blockMs: Int = 200, metrics: WriterMetrics = .init()) throws -> UsageWriter {
         var wc = WriterConfiguration()
@@ -158,13 +160,13 @@ final class EngineFixture: @unchecked Sendable {
         wc.batchSize = batchSize
         wc.blockMs = blockMs
         wc.maxBackoffMs = 500
-        return UsageWriter(redis: try TestServers.redis(), postgres: writerDB.config, prefix: config.prefix,
+        return UsageWriter(redis: try TestServers.redis(database: redisDatabase), postgres: writerDB.config, prefix: config.prefix,
                            partitions: config.partitions, configuration: wc, metrics: metrics)
     }
 
     /// Environment for a `tollgate` child process over this fixture.
     var processEnvironment: [String: String] {
-        ["TOLLGATE_REDIS_URL": TestServers.redisURL, "DATABASE_URL": writerDB.url, "TOLLGATE_PREFIX": config.prefix,
+        ["TOLLGATE_REDIS_URL": TestServers.redisURL + "/\(redisDatabase)", "DATABASE_URL": writerDB.url, "TOLLGATE_PREFIX": config.prefix,
          "TOLLGATE_PARTITIONS": String(config.partitions)]
     }
 
@@ -191,6 +193,7 @@ final class EngineFixture: @unchecked Sendable {
     }
 
     func cleanup() {
+        if redisDatabase != 0 { _ = try? redis().send("FLUSHDB") }
         scratch.cleanup()
         db.drop()
         if writerDB !== db { writerDB.drop() }

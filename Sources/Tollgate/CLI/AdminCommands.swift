@@ -68,7 +68,8 @@ enum UserCommand {
         """
 
     static func run(_ args: [String]) throws {
-        guard let sub = args.first, sub != "--help" else { print(help); return }
+        guard let sub = args.first else { throw UsageError("missing command: enable, disable, show or usage (see tollgate user --help)") }
+        if sub == "--help" { print(help); return }
         let rest = Array(args.dropFirst())
         switch sub {
         case "enable": try enable(rest)
@@ -360,7 +361,8 @@ enum PricingCommand {
         """
 
     static func run(_ args: [String]) throws {
-        guard let sub = args.first, sub != "--help" else { print(help); return }
+        guard let sub = args.first else { throw UsageError("missing command: list or check (see tollgate pricing --help)") }
+        if sub == "--help" { print(help); return }
         let a = try Arguments(Array(args.dropFirst()), switches: ["json", "help"])
         switch sub {
         case "list":
