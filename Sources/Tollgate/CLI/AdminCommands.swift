@@ -216,15 +216,17 @@ enum ReportCommand {
 
 enum ReconcileCommand {
     static let help = """
-        usage: tollgate reconcile [--month YYYY-MM] [--repair] [--json]
+        usage: tollgate reconcile [--month YYYY-MM] [--repair] [--json] [--metrics-file PATH]
 
         For every user with spend in the month (default: this month), compares Redis committed spend with
         Postgres plus events not yet flushed, exactly, under live traffic. --repair sets Redis to the truth.
         Exit status: 0 no drift (or repaired), 2 drift found and not repaired, 1 failure.
+        --metrics-file writes Prometheus gauges (users with drift, total drift, time of the run) for
+        node_exporter's textfile collector.
         """
 
     static func run(_ args: [String]) throws {
-        let a = try Arguments(args, valued: ["month"], switches: ["repair", "json", "help"])
+        let a = try Arguments(args, valued: ["month", "metrics-file"], switches: ["repair", "json", "help"])
         if a.has("help") { print(help); return }
         _ = try a.positionals()
         let month = try a.value("month").map { s throws(UsageError) -> Month in
@@ -235,6 +237,27 @@ enum ReconcileCommand {
         let progress = Progress(label: "reconciling")
         let report = try Reconciler(engine: rt.engine, database: rt.database).run(month: month, repair: a.has("repair"), progress: progress.update)
         try printReport(report, json: a.has("json"))
+        if let path = a.value("metrics-file") {
+            let remaining = report.repaired ? 0 : report.drifts.count
+            let text = """
+                # HELP tollgate_reconcile_drift_users Users whose Redis spend differed from Postgres at the last run (after repair).
+                # TYPE tollgate_reconcile_drift_users gauge
+                tollgate_reconcile_drift_users \(remaining)
+                # HELP tollgate_reconcile_drift_usd Total drift found at the last run, USD.
+                # TYPE tollgate_reconcile_drift_usd gauge
+                tollgate_reconcile_drift_usd \(report.totalDrift.usd)
+                # TYPE tollgate_reconcile_users_checked gauge
+                tollgate_reconcile_users_checked \(report.usersChecked)
+                # TYPE tollgate_reconcile_last_run_timestamp_seconds gauge
+                tollgate_reconcile_last_run_timestamp_seconds \(Int(Date().timeIntervalSince1970))
+
+                """
+            // Written aside and renamed, so the collector never reads half a file.
+            let tmp = path + ".tmp"
+            guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8)), rename(tmp, path) == 0 else {
+                throw CommandFailure("cannot write \(path)")
+            }
+        }
         if !report.drifts.isEmpty && !report.repaired { throw CommandFailure("drift remains (run with --repair to fix Redis)", status: 2) }
     }
 

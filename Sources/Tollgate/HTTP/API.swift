@@ -333,6 +333,8 @@ final class API: Sendable {
             text += "# TYPE tollgate_writer_batches_total counter\ntollgate_writer_batches_total \(w.batchesWritten)\n"
             text += "# TYPE tollgate_writer_retries_total counter\ntollgate_writer_retries_total \(w.retryCount)\n"
             text += "# TYPE tollgate_writer_dead_letters_total counter\ntollgate_writer_dead_letters_total \(w.deadLetterCount)\n"
+            text += "# HELP tollgate_writer_limit_alerts_total Threshold alerts (80/90/100 % of a limit) written.\n"
+            text += "# TYPE tollgate_writer_limit_alerts_total counter\ntollgate_writer_limit_alerts_total \(w.alertsWritten)\n"
             text += "# TYPE tollgate_writer_postgres_down gauge\ntollgate_writer_postgres_down \(w.isPostgresDown ? 1 : 0)\n"
         }
         if let backlog = try? redis.withConnection({ try UsageWriter.backlog(redis: $0, prefix: engine.configuration.prefix, partitions: engine.configuration.partitions) }) {
