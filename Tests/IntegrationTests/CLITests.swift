@@ -79,7 +79,10 @@ struct CLITests {
         let f = try EngineFixture()
         defer { f.cleanup() }
         let engine = try f.engine()
-        for u in 0..<20 { try await engine.enable(userId: "user-\(u)", maxCostPerMonth: nil) }
+        for u in 0..<20 {
+            try await engine.enable(userId: "user-\(u)", maxCostPerMonth: nil)
+            _ = try await engine.logUsage(UsageRequest(userId: "user-\(u)", modelId: "x", promptTokens: 1, completionTokens: 1, cost: Money(nanos: 1)))
+        }
         let stop = StopSignal()
         let writer = try f.writer("live", batchSize: 37, blockMs: 20)
         let writerThread = Thread { writer.run(until: stop) }
