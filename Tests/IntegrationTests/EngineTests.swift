@@ -150,13 +150,13 @@ struct EngineTests {
         defer { f.cleanup() }
         let e = try f.engine()
         try await e.enable(userId: "u", maxCostPerMonth: usd("1.00"))
-        guard case .granted(let r) = try await e.reserve(ReserveRequest(userId: "u", estimate: .amount(usd("1.00")), ttlSeconds: 1)) else {
+        guard case .granted(let r) = try await e.reserve(ReserveRequest(userId: "u", estimate: .amount(usd("1.00")), ttlSeconds: 2)) else {
             Issue.record("must be granted"); return
         }
         guard case .denied = try await e.reserve(ReserveRequest(userId: "u", estimate: .amount(usd("0.01")))) else {
             Issue.record("the hold must count"); return
         }
-        try await Task.sleep(for: .milliseconds(1200))
+        try await Task.sleep(for: .milliseconds(2200))
         guard case .granted(let r2) = try await e.reserve(ReserveRequest(userId: "u", estimate: .amount(usd("0.40")))) else {
             Issue.record("the expired hold must be freed"); return
         }
