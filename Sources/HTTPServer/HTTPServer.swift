@@ -37,8 +37,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// TCP port, default 8080.
     public var port = 8080
-    /// Worker threads answering requests (libmicrohttpd thread pool), default 16.
-    public var threads = 16
+    /// Worker threads answering requests (libmicrohttpd thread pool), default 4.
+    public var threads = 4
     /// Largest request body accepted, bytes (default 64 KiB); larger bodies get `bodyTooLarge`.
     public var maxBodyBytes = 64 * 1024
     /// Idle connections (keep-alive included) are closed after this many seconds, default 30.

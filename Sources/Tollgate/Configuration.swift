@@ -38,8 +38,8 @@ public struct Configuration: Sendable {
     public var embeddedWriter = true
     /// `TOLLGATE_UNLOCK_RESYNC`: seconds between catch-up passes of the unlock listener, default 60.
     public var unlockResyncSeconds = 60
-    /// `TOLLGATE_HTTP_THREADS`: HTTP worker threads, default 16 (each may wait on Redis; a thread is cheap).
-    public var httpThreads = 16
+    /// `TOLLGATE_HTTP_THREADS`: HTTP worker threads, default 4 (measured best on 2 cores; more helps when Redis is far).
+    public var httpThreads = 4
 
     public init(environment env: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
         func int(_ name: String, _ def: Int, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
@@ -79,7 +79,7 @@ public struct Configuration: Sendable {
         case let other: throw ConfigurationError("TOLLGATE_WRITER must be 'on' or 'off', got '\(other)'")
         }
         unlockResyncSeconds = try int("TOLLGATE_UNLOCK_RESYNC", 60, 1...86_400)
-        httpThreads = try int("TOLLGATE_HTTP_THREADS", 16, 1...256)
+        httpThreads = try int("TOLLGATE_HTTP_THREADS", 4, 1...256)
         guard reservationTTLSeconds <= maxReservationTTLSeconds else {
             throw ConfigurationError("TOLLGATE_RESERVATION_TTL must not exceed TOLLGATE_MAX_RESERVATION_TTL")
         }

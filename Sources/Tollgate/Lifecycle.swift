@@ -50,17 +50,15 @@ enum Log {
         t.start()
     }()
 
-    static func write(_ level: String, _ message: String, _ fields: [String: String] = [:]) {
-        var f = fields
-        f["level"] = level
-        f["msg"] = message
-        // ISO8601DateFormatter costs tens of microseconds per instance; this is one line per request.
-        f["time"] = utcTimestamp(ms: Int64(Date().timeIntervalSince1970 * 1000)).replacingOccurrences(of: " ", with: "T") + "Z"
-        var line = "{"
-        for (i, k) in f.keys.sorted().enumerated() {
-            if i > 0 { line += "," }
-            line += "\"\(k)\":"
-            TollgateJSON.writeString(f[k]!, to: &line)
+    /// One line: time, level, msg, then `fields` in the order given.
+    static func write(_ level: String, _ message: String, _ fields: [(String, String)]) {
+        var line = "{\"time\":\""
+        line += utcISO(ms: Int64(Date().timeIntervalSince1970 * 1000))
+        line += "\",\"level\":\"" + level + "\",\"msg\":"
+        TollgateJSON.writeString(message, to: &line)
+        for (k, v) in fields {
+            line += ",\"" + k + "\":"
+            TollgateJSON.writeString(v, to: &line)
         }
         line += "}\n"
         _ = flusher
@@ -69,6 +67,10 @@ enum Log {
             return b.count >= 65_536
         }
         if full || level != "info" { flush() }
+    }
+
+    static func write(_ level: String, _ message: String, _ fields: [String: String] = [:]) {
+        write(level, message, fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
     /// Writes pending lines now.

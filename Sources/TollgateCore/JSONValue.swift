@@ -64,6 +64,13 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     public static func writeString(_ s: String, to out: inout String) {
+        // Fast path: nothing to escape (the usual case for ids, routes and numbers).
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += "\""
+            out += s
+            out += "\""
+            return
+        }
         out += "\""
         for u in s.unicodeScalars {
             switch u {

@@ -38,12 +38,16 @@ public struct Money: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var usd: String {
         let sign = nanos < 0 ? "-" : ""
         let m = nanos.magnitude
-        let whole = m / UInt64(Money.nanosPerUSD), frac = m % UInt64(Money.nanosPerUSD)
+        let whole = m / UInt64(Money.nanosPerUSD)
+        var frac = m % UInt64(Money.nanosPerUSD)
         if frac == 0 { return "\(sign)\(whole)" }
-        var f = String(frac)
-        f = String(repeating: "0", count: 9 - f.count) + f
-        while f.hasSuffix("0") { f.removeLast() }
-        return "\(sign)\(whole).\(f)"
+        var digits = 9
+        while frac % 10 == 0 {
+            frac /= 10
+            digits -= 1
+        }
+        let f = String(frac)
+        return "\(sign)\(whole)." + String(repeating: "0", count: digits - f.count) + f
     }
 
     /// USD rounded to 4 places for people (`$1.2346`), as the guide prints costs.

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import HTTPServer
+import Synchronization
 import PostgresClient
 import RedisClient
 import TollgateCore
@@ -16,6 +17,19 @@ final class API: Sendable {
         var pattern: String
         var access: Access
         var handler: @Sendable (API, HTTPRequest, [String: String]) throws -> HTTPResponse
+        /// The pattern's segments: a name for `{name}`, else the literal text.
+        let segments: [(literal: Substring, parameter: String?)]
+
+        init(method: String, pattern: String, access: Access,
+             handler: @escaping @Sendable (API, HTTPRequest, [String: String]) throws -> HTTPResponse) {
+            self.method = method
+            self.pattern = pattern
+            self.access = access
+            self.handler = handler
+            self.segments = pattern.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { p in
+                p.hasPrefix("{") ? (p, String(p.dropFirst().dropLast())) : (p, nil)
+            }
+        }
     }
 
     let engine: QuotaEngine
@@ -62,10 +76,17 @@ final class API: Sendable {
 
     // MARK: Dispatch
 
+    /// Request ids: a random prefix per process and a counter (cheaper than 128 random bits per request).
+    private static let requestIdPrefix = String(IdGenerator.random128().prefix(10))
+    private static let requestCounter = Atomic<Int>(0)
+    static func nextRequestId() -> String {
+        "\(requestIdPrefix)-\(requestCounter.add(1, ordering: .relaxed).newValue)"
+    }
+
     /// Answers one request: route, auth, handler, errors as `{"error": ...}`, one JSON log line.
     func handle(_ request: HTTPRequest) -> HTTPResponse {
         let start = ContinuousClock.now
-        let requestId = request.headers["x-request-id"].flatMap { Validation.isValidId($0) ? $0 : nil } ?? IdGenerator.random128()
+        let requestId = request.headers["x-request-id"].flatMap { Validation.isValidId($0) ? $0 : nil } ?? Self.nextRequestId()
         var routeName = "unmatched"
         var response: HTTPResponse
         do {
@@ -88,9 +109,11 @@ final class API: Sendable {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         metrics.request(route: routeName, status: response.status, seconds: seconds)
         if routeName != "/metrics" && routeName != "/healthz" {
+            let micros = Int(seconds * 1_000_000)
+            let millis = "\(micros / 1000)." + String(String(1000 + micros % 1000).dropFirst())
             Log.write("info", "request", [
-                "method": request.method, "route": routeName, "status": String(response.status),
-                "durationMs": String(format: "%.3f", seconds * 1000), "requestId": requestId,
+                ("method", request.method), ("route", routeName), ("status", String(response.status)),
+                ("durationMs", millis), ("requestId", requestId),
             ])
         }
         return response
@@ -99,16 +122,14 @@ final class API: Sendable {
     func match(_ request: HTTPRequest) throws(APIError) -> (Route, [String: String]) {
         let parts = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         var allowed: [String] = []
-        for route in Self.routes {
-            let pattern = route.pattern.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-            guard pattern.count == parts.count else { continue }
+        for route in Self.routes where route.segments.count == parts.count {
             var params: [String: String] = [:]
             var ok = true
-            for (p, v) in zip(pattern, parts) {
-                if p.hasPrefix("{") {
-                    if v.isEmpty { ok = false; break }
-                    params[String(p.dropFirst().dropLast())] = String(v)
-                } else if p != v {
+            for (segment, value) in zip(route.segments, parts) {
+                if let name = segment.parameter {
+                    if value.isEmpty { ok = false; break }
+                    params[name] = String(value)
+                } else if segment.literal != value {
                     ok = false
                     break
                 }
@@ -371,8 +392,7 @@ final class API: Sendable {
     }
 
     static func iso(ms: Int64) -> String {
-        let t = utcTimestamp(ms: ms)
-        return t.replacingOccurrences(of: " ", with: "T") + "Z"
+        utcISO(ms: ms)
     }
 
     static func unlockJSON(_ r: UnlockRecord) -> String {

@@ -67,12 +67,26 @@ enum StreamEvent {
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS.mmm` of epoch milliseconds, for timestamp columns.
-func utcTimestamp(ms: Int64) -> String {
+func utcTimestamp(ms: Int64) -> String { utcText(ms: ms, separator: " ", suffix: "") }
+
+/// ISO 8601 UTC `YYYY-MM-DDTHH:MM:SS.mmmZ` of epoch milliseconds, for JSON and logs.
+func utcISO(ms: Int64) -> String { utcText(ms: ms, separator: "T", suffix: "Z") }
+
+private func utcText(ms: Int64, separator: Character, suffix: String) -> String {
     let days = Int(ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000)
     let (y, m, d) = Month.civil(fromDays: days)
     let rem = Int(ms - Int64(days) * 86_400_000)
     let h = rem / 3_600_000, mi = rem / 60_000 % 60, s = rem / 1000 % 60, milli = rem % 1000
-    func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-    let mm = milli < 10 ? "00\(milli)" : milli < 100 ? "0\(milli)" : "\(milli)"
-    return "\(y)-\(two(m))-\(two(d)) \(two(h)):\(two(mi)):\(two(s)).\(mm)"
+    var out = ""
+    out.reserveCapacity(24)
+    func pad(_ n: Int, _ width: Int) {
+        let t = String(n)
+        for _ in t.count..<width { out.append("0") }
+        out += t
+    }
+    pad(y, 4); out.append("-"); pad(m, 2); out.append("-"); pad(d, 2)
+    out.append(separator)
+    pad(h, 2); out.append(":"); pad(mi, 2); out.append(":"); pad(s, 2); out.append("."); pad(milli, 3)
+    out += suffix
+    return out
 }
