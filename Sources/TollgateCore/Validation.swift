@@ -5,7 +5,11 @@ public enum Validation {
 
     /// An id (user, model, reservation, request) is 1...128 UTF-8 bytes with no control characters.
     public static func isValidId(_ s: String) -> Bool {
-        !s.isEmpty && s.utf8.count <= maxIdBytes && !s.unicodeScalars.contains { $0.properties.generalCategory == .control }
+        let utf8 = s.utf8
+        guard !utf8.isEmpty, utf8.count <= maxIdBytes else { return false }
+        // Fast path: printable ASCII needs no Unicode tables.
+        if utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return true }
+        return !s.unicodeScalars.contains { $0.properties.generalCategory == .control }
     }
 
     /// Throws a readable error naming `field` when `value` is not a valid id.

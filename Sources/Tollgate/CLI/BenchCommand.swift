@@ -110,7 +110,7 @@ enum BenchCommand {
 
         var wc = WriterConfiguration()
         wc.consumer = "bench"
-        wc.batchSize = 2000
+        wc.batchSize = 1000
         let w = UsageWriter(redis: config.redis, postgres: urls[0], prefix: prefix, partitions: partitions, configuration: wc)
         let t0 = ContinuousClock.now
         try w.drain()

@@ -36,6 +36,9 @@ public final class UsageWriter: @unchecked Sendable {
     let keys: Keys
     // Used by the writer's own thread only.
     private var redis: RedisConnection?
+    /// Reads the next batch while the current one is written (see `processNew`).
+    private var reader: RedisConnection?
+    private var readAhead: ReadAhead?
     private var database: PostgresConnection?
     private var knownPartitions: Set<String> = []
     private var lastClaim = Date.distantPast
@@ -81,7 +84,9 @@ public final class UsageWriter: @unchecked Sendable {
                     failing = what
                 }
                 if error is PostgresError { metrics.postgresDown.store(true, ordering: .relaxed) }
-                // The failed batch is still pending on this consumer: take it again first.
+                // The failed batch (and any read ahead) is still pending on this consumer: take it again first.
+                if let ahead = readAhead { _ = try? ahead.wait() }
+                readAhead = nil
                 ownPendingDone = false
                 metrics.retries.add(1, ordering: .relaxed)
                 stop.sleep(Double(backoffMs) / 1000)
@@ -96,9 +101,11 @@ public final class UsageWriter: @unchecked Sendable {
     public func drain(claimIdleMs: Int = 0) throws -> Int {
         try setUp()
         var total = try processPending()
+        // Entries left pending by other consumers, once (later claims would take this writer's read-ahead).
+        total += try claimAndProcess(minIdleMs: claimIdleMs)
+        lastClaim = Date()
         while true {
-            var n = try claimAndProcess(minIdleMs: claimIdleMs)
-            n += try processNew(block: false)
+            let n = try processNew(block: false)
             total += n
             if n == 0 { break }
         }
@@ -137,16 +144,57 @@ public final class UsageWriter: @unchecked Sendable {
             _ = try claimAndProcess(minIdleMs: configuration.claimIdleMs)
         }
         let streams = keys.allStreams
-        let entries = try read(streams: streams, ids: Array(repeating: ">", count: streams.count), block: block)
-        try write(entries)
+        let ids = Array(repeating: ">", count: streams.count)
+        // The batch read ahead during the previous write, if any; else read now.
+        let entries: [Entry]
+        if let ahead = readAhead {
+            readAhead = nil
+            entries = try ahead.wait()
+        } else {
+            entries = try read(streams: streams, ids: ids, block: block, on: redisConnection())
+        }
+        if entries.isEmpty { return 0 }
+        // While Postgres takes this batch, the next one comes from Redis on a second connection. Entries
+        // read ahead are pending on this consumer: if the writer stops or fails before writing them, its
+        // own-pending pass (or another writer's claim) takes them; nothing is lost.
+        let reader = try readerConnection()
+        let ahead = ReadAhead()
+        DispatchQueue.global().async { [self] in
+            ahead.finish(Result { try self.read(streams: streams, ids: ids, block: block, on: reader) })
+        }
+        do {
+            try write(entries)
+        } catch {
+            _ = try? ahead.wait()
+            throw error
+        }
+        readAhead = ahead
         return entries.count
     }
 
+    /// A batch being read on the reader connection.
+    final class ReadAhead: @unchecked Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        private var result: Result<[Entry], any Error>?
+        func finish(_ r: Result<[Entry], any Error>) {
+            result = r
+            done.signal()
+        }
+        func wait() throws -> [Entry] {
+            done.wait()
+            return try result!.get()
+        }
+    }
+
     private func read(streams: [String], ids: [String], block: Bool) throws -> [Entry] {
+        try read(streams: streams, ids: ids, block: block, on: redisConnection())
+    }
+
+    private func read(streams: [String], ids: [String], block: Bool, on conn: RedisConnection) throws -> [Entry] {
         var args = ["XREADGROUP", "GROUP", configuration.group, configuration.consumer, "COUNT", String(configuration.batchSize)]
         if block { args += ["BLOCK", String(configuration.blockMs)] }
         args += ["STREAMS"] + streams + ids
-        let reply = try redisConnection().send(RedisCommand(args))
+        let reply = try conn.send(RedisCommand(args))
         var entries: [Entry] = []
         for stream in reply.array ?? [] {
             guard let parts = stream.array, parts.count == 2, let name = parts[0].string else { continue }
@@ -185,8 +233,9 @@ public final class UsageWriter: @unchecked Sendable {
 
         init?(stream: String, reply: RedisValue) {
             guard let parts = reply.array, parts.count == 2, let id = parts[0].string else { return nil }
-            var f: [String: String] = [:]
             let flat = parts[1].array ?? []
+            var f: [String: String] = [:]
+            f.reserveCapacity(flat.count / 2)
             for i in stride(from: 0, to: flat.count - 1, by: 2) {
                 if let k = flat[i].string, let v = flat[i + 1].string { f[k] = v }
             }
@@ -336,7 +385,7 @@ public final class UsageWriter: @unchecked Sendable {
 
     /// COPY text format: backslash, tab, newline and carriage return escaped.
     static func copyEscape(_ s: String) -> String {
-        guard s.contains(where: { $0 == "\\" || $0 == "\t" || $0 == "\n" || $0 == "\r" }) else { return s }
+        guard s.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) else { return s }
         var out = ""
         for ch in s.unicodeScalars {
             switch ch {
@@ -356,6 +405,13 @@ public final class UsageWriter: @unchecked Sendable {
         if let redis, redis.isConnected { return redis }
         let c = try RedisConnection(redisConfig)
         redis = c
+        return c
+    }
+
+    private func readerConnection() throws -> RedisConnection {
+        if let reader, reader.isConnected { return reader }
+        let c = try RedisConnection(redisConfig)
+        reader = c
         return c
     }
 
