@@ -196,6 +196,47 @@ struct HTTPTests {
         #expect(metrics.contains("tollgate_redis_errors_total 1"))
     }
 
+    @Test("reports over HTTP and usage stats, as the admin sees them")
+    func reportsOverHTTP() async throws {
+        let f = try EngineFixture()
+        defer { f.cleanup() }
+        let server = try await ServeProcess(environment: f.processEnvironment)
+        defer { server.stop() }
+        _ = try await http("PUT", server.base + "/v1/users/rita/unlock", token: adminToken, body: #"{"maxCostPerMonth": 2}"#)
+        let (s1, b1) = try await http("POST", server.base + "/v1/usage", token: serviceToken,
+            body: #"{"userId":"rita","modelId":"openai/gpt-5.1","promptTokens":100000,"completionTokens":150000,"requestId":"r-1","metadata":{"feature":"x"}}"#)
+        #expect(s1 == 201 && json(b1)["costUsd"] == .number("1.75"), "\(b1)")
+        let (s2, b2) = try await http("POST", server.base + "/v1/usage", token: serviceToken,
+            body: #"{"userId":"rita","modelId":"openai/gpt-5.1","promptTokens":100000,"completionTokens":150000,"requestId":"r-1"}"#)
+        #expect(s2 == 200 && json(b2)["id"] == json(b1)["id"], "a retry returns the first result")
+        for _ in 0..<100 where try f.streamLength() > 0 { try await Task.sleep(for: .milliseconds(50)) }
+        let (_, near) = try await http("GET", server.base + "/v1/reports/near-limit", token: adminToken)
+        #expect(near == #"{"columns":["userId","email","limitUsd","currentCost","percentUsed"],"rows":[{"currentCost":1.75,"email":null,"limitUsd":2,"percentUsed":87.50,"userId":"rita"}]}"#)
+        let (_, usage) = try await http("GET", server.base + "/v1/users/rita/usage?limit=1", token: serviceToken)
+        #expect(json(usage)["totalRequests"] == .number("1") && json(usage)["totalCost"] == .number("1.75"), "\(usage)")
+        let (sq, bq) = try await http("GET", server.base + "/v1/reports/models?month=13", token: adminToken)
+        #expect(sq == 400 && bq.contains("month must be YYYY-MM"))
+    }
+
+    @Test("fail-open: with Redis down, reservations are granted without a hold and say so")
+    func failOpen() async throws {
+        let f = try EngineFixture()
+        defer { f.cleanup() }
+        var env = f.processEnvironment
+        env["TOLLGATE_REDIS_URL"] = "redis://127.0.0.1:1"
+        env["TOLLGATE_FAIL_MODE"] = "open"
+        let server = try await ServeProcess(environment: env, extraArgs: ["--no-writer"])
+        defer { server.stop() }
+        let (s, b) = try await http("POST", server.base + "/v1/reservations", token: serviceToken, body: #"{"userId":"u","amountUsd":1}"#)
+        #expect(s == 201 && json(b)["failOpen"] == .bool(true) && json(b)["reservationId"] == .null, "\(b)")
+        let (sa, ba) = try await http("GET", server.base + "/v1/users/u/access", token: serviceToken)
+        #expect(sa == 200 && json(ba)["allowed"] == .bool(true))
+        // Commits still need Redis: they fail loudly, never silently.
+        let (sc, bc) = try await http("POST", server.base + "/v1/usage", token: serviceToken,
+                                      body: #"{"userId":"u","modelId":"openai/gpt-5.1","promptTokens":1,"completionTokens":1}"#)
+        #expect(sc == 503 && bc == #"{"error":"Quota store unavailable"}"#)
+    }
+
     @Test("ops/openapi.yaml and the server's routes agree")
     func openAPI() throws {
         let text = try String(contentsOf: TestServers.packageRoot.appendingPathComponent("ops/openapi.yaml"), encoding: .utf8)

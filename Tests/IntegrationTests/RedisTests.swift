@@ -110,6 +110,19 @@ struct RedisTests {
         }
     }
 
+    @Test("a unix socket path and a unix:// URL connect like TCP")
+    func unixSocket() throws {
+        let path = ProcessInfo.processInfo.environment["TOLLGATE_TEST_REDIS_SOCKET"]
+            ?? TestServers.packageRoot.appendingPathComponent(".data/test/redis/redis.sock").path
+        let bare = try RedisConnection(RedisConfiguration(url: path))
+        #expect(try bare.send("PING").string == "PONG")
+        let url = try RedisConnection(RedisConfiguration(url: "unix://\(path)?db=3"))
+        let key = "t-unix-\(UUID().uuidString)"
+        defer { _ = try? url.send("DEL", key) }
+        try url.send("SET", key, "via socket")
+        #expect(try TestServers.redisConnection(database: 3).send("GET", key).string == "via socket")
+    }
+
     @Test("SELECT picks the database from the URL")
     func selectDatabase() throws {
         let c3 = try TestServers.redisConnection(database: 3)
