@@ -36,7 +36,8 @@ enum BenchCommand {
         }
         var ec = EngineConfiguration(config)
         ec.prefix = "tgbench-" + IdGenerator.random128().prefix(8)
-        let redis = RedisPool(config.redis, lanes: 1)
+        let lanes = 2
+        let redis = RedisPool(config.redis, lanes: lanes)
         // The benchmark user is set up in Redis directly; Postgres is not touched.
         let unusedDatabase = PostgresPool(try config.postgres ?? PostgresConfiguration(url: "postgres://127.0.0.1:1/unused"))
         let engine = QuotaEngine(redis: redis, database: unusedDatabase, pricing: try config.loadPricing(), configuration: ec)
@@ -49,22 +50,48 @@ enum BenchCommand {
         // Load the script so redis-benchmark's EVALSHA finds it.
         try redis.runDirect(RedisCommand(["SCRIPT", "LOAD", Scripts.reserve.source]))
 
-        print("engine benchmark: \(requests) requests per row, N threads calling the blocking engine API, Redis \(host):\(port)")
-        print(pad("concurrency", 12) + pad("reserve/s", 12) + pad("reserve+commit/s", 18) + pad("redis-benchmark EVALSHA/s", 27) + "reserve ratio")
+        print("engine benchmark: \(requests) requests per row against Redis \(host):\(port)")
+        print("  tasks: concurrent tasks on the async API (scripts pipelined over \(lanes) shared connections)")
+        print("  threads: threads on the blocking API (one connection each, as HTTP workers call it)")
+        print(pad("callers", 9) + pad("tasks reserve/s", 17) + pad("tasks reserve+commit/s", 24) + pad("threads reserve/s", 19)
+              + pad("redis-benchmark/s", 19) + "ratios (tasks, threads)")
         for c in levels {
-            let reserveRate = try await measure(requests: requests, concurrency: c) { i in
-                _ = try engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000))))
+            let taskRate = try await measureTasks(requests: requests, concurrency: c) { i in
+                _ = try await engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000))))
             }
-            let pairRate = try await measure(requests: requests / 2, concurrency: c) { i in
-                if case .granted(let r) = try engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000)))) {
-                    _ = try engine.commit(reservationId: r.id, CommitRequest(promptTokens: 1, completionTokens: 1, cost: Money(nanos: 900)))
+            let pairRate = try await measureTasks(requests: requests / 2, concurrency: c) { i in
+                if case .granted(let r) = try await engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000)))) {
+                    _ = try await engine.commit(reservationId: r.id, CommitRequest(promptTokens: 1, completionTokens: 1, cost: Money(nanos: 900)))
                 }
             }
+            let threadRate = try await measure(requests: requests, concurrency: c) { i in
+                _ = try engine.reserve(ReserveRequest(userId: users[i % users.count], estimate: .amount(Money(nanos: 1000))))
+            }
             let raw = try redisBenchmark(host: host, port: port, clients: c, requests: requests, engine: engine, user: users[0])
-            print(pad("\(c)", 12) + pad(String(format: "%.0f", reserveRate), 12) + pad(String(format: "%.0f", pairRate * 2) + " ops", 18)
-                  + pad(String(format: "%.0f", raw), 27) + String(format: "%.2fx", reserveRate / raw))
+            print(pad("\(c)", 9) + pad(String(format: "%.0f", taskRate), 17) + pad(String(format: "%.0f ops", pairRate * 2), 24)
+                  + pad(String(format: "%.0f", threadRate), 19) + pad(String(format: "%.0f", raw), 19)
+                  + String(format: "%.2fx, %.2fx", taskRate / raw, threadRate / raw))
         }
-        print("reserve+commit/s counts both calls; ratio = in-process reserve / redis-benchmark EVALSHA of lua/reserve.lua")
+        print("reserve+commit counts both calls; ratios = in-process reserve / redis-benchmark EVALSHA of lua/reserve.lua")
+    }
+
+    /// Runs `body` `requests` times from `concurrency` tasks; returns calls per second.
+    static func measureTasks(requests: Int, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+        let next = NextIndex()
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    while true {
+                        let i = next.take()
+                        if i >= requests { return }
+                        try await body(i)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return Double(requests) / seconds(ContinuousClock.now - start)
     }
 
     /// The writer against raw COPY of the same rows.

@@ -1,12 +1,13 @@
 import Dispatch
 import TollgateCore
 
-/// The async face of the engine: each call runs the blocking one on a thread of its own, so awaiting
-/// tasks never hold the cooperative pool while Redis or Postgres answers.
+/// The async face of the engine. Decisions (access, reserve, commit, release, log usage) are pipelined:
+/// many tasks' scripts share a few connections, one round trip per batch. Calls that touch Postgres run
+/// the blocking version on a thread of their own, so tasks never hold the cooperative pool.
 extension QuotaEngine {
     private static let queue = DispatchQueue(label: "tollgate.engine", attributes: .concurrent)
 
-    private func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             Self.queue.async { continuation.resume(with: Result { try work() }) }
         }
@@ -28,23 +29,23 @@ extension QuotaEngine {
     }
 
     public func access(userId: String) async throws -> AccessResult {
-        try await offload { try self.access(userId: userId) }
+        try await perform(accessCall(userId: userId))
     }
 
     public func reserve(_ request: ReserveRequest) async throws -> ReserveOutcome {
-        try await offload { try self.reserve(request) }
+        try await perform(reserveCall(request))
     }
 
     public func commit(reservationId: String, _ request: CommitRequest) async throws -> CommitResult {
-        try await offload { try self.commit(reservationId: reservationId, request) }
+        try await perform(commitCall(reservationId: reservationId, request))
     }
 
     public func release(reservationId: String) async throws -> Bool {
-        try await offload { try self.release(reservationId: reservationId) }
+        try await perform(releaseCall(reservationId: reservationId))
     }
 
     public func logUsage(_ request: UsageRequest) async throws -> UsageResult {
-        try await offload { try self.logUsage(request) }
+        try await perform(logUsageCall(request))
     }
 
     public func monthlyCost(userId: String, month: Month? = nil) async throws -> Money {

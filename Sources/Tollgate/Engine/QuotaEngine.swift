@@ -137,19 +137,22 @@ public final class QuotaEngine: Sendable {
     // MARK: Decisions
 
     /// The guide's canUserAccessAI: allowed, this month's committed cost, the limit, and the reason if not.
-    public func access(userId: String) throws -> AccessResult {
+    public func access(userId: String) throws -> AccessResult { try perform(accessCall(userId: userId)) }
+
+    func accessCall(userId: String) throws -> Call<AccessResult> {
         try validUser(userId)
-        let r = try loadingIfNeeded(userId) {
-            try self.script(Scripts.access, keys: [self.keys.user(userId)], args: [self.offset])
+        return Call(loads: userId, Scripts.access.evalsha(keys: [keys.user(userId)], args: [offset])) { r in
+            let reason = DenialReason(code: r[1].string ?? "")
+            return AccessResult(
+                allowed: r[0].int == 1, currentCost: Money(nanos: r[2].int ?? 0), maxCost: Self.limit(r[3]),
+                reason: reason, reservedCost: Money(nanos: max(0, r[4].int ?? 0)), month: r[5].string ?? "")
         }
-        let reason = DenialReason(code: r[1].string ?? "")
-        return AccessResult(
-            allowed: r[0].int == 1, currentCost: Money(nanos: r[2].int ?? 0), maxCost: limit(r[3]),
-            reason: reason, reservedCost: Money(nanos: max(0, r[4].int ?? 0)), month: r[5].string ?? "")
     }
 
     /// Holds an estimated cost if the user's limit allows it, atomically for all instances.
-    public func reserve(_ request: ReserveRequest) throws -> ReserveOutcome {
+    public func reserve(_ request: ReserveRequest) throws -> ReserveOutcome { try perform(reserveCall(request)) }
+
+    func reserveCall(_ request: ReserveRequest) throws -> Call<ReserveOutcome> {
         try validUser(request.userId)
         if let key = request.idempotencyKey { _ = try invalid { try Validation.id(key, field: "reservationId") } }
         let ttl = request.ttlSeconds ?? configuration.reservationTTLSeconds
@@ -179,27 +182,31 @@ public final class QuotaEngine: Sendable {
             String(configuration.lateCommitWindowSeconds * 1000), idempotencyMs,
             model, pin, pout, pver, offset, key == nil ? "0" : "1",
         ]
-        let r = try loadingIfNeeded(request.userId) {
-            try self.script(Scripts.reserve, keys: scriptKeys, args: args)
+        let userId = request.userId
+        return Call(loads: userId, Scripts.reserve.evalsha(keys: scriptKeys, args: args)) { r in
+            if r[0].int == 1 {
+                return .granted(Reservation(
+                    id: r[1].string ?? "", userId: userId, amount: Money(nanos: r[2].int ?? 0),
+                    currentCost: Money(nanos: r[3].int ?? 0), reservedCost: Money(nanos: r[4].int ?? 0),
+                    maxCost: Self.limit(r[5]), expiresAtMs: r[6].int ?? 0, month: r[7].string ?? "", replayed: r[8].int == 1))
+            }
+            guard let reason = DenialReason(code: r[1].string ?? "") else {
+                throw EngineError(.quotaStoreUnavailable, "unexpected reply from reserve: \(r)")
+            }
+            return .denied(Denial(
+                reason: reason, currentCost: Money(nanos: r[2].int ?? 0), reservedCost: Money(nanos: max(0, r[3].int ?? 0)),
+                maxCost: Self.limit(r[4])))
         }
-        if r[0].int == 1 {
-            return .granted(Reservation(
-                id: r[1].string ?? "", userId: request.userId, amount: Money(nanos: r[2].int ?? 0),
-                currentCost: Money(nanos: r[3].int ?? 0), reservedCost: Money(nanos: r[4].int ?? 0),
-                maxCost: limit(r[5]), expiresAtMs: r[6].int ?? 0, month: r[7].string ?? "", replayed: r[8].int == 1))
-        }
-        guard let reason = DenialReason(code: r[1].string ?? "") else {
-            throw EngineError(.quotaStoreUnavailable, "unexpected reply from reserve: \(r)")
-        }
-        return .denied(Denial(
-            reason: reason, currentCost: Money(nanos: r[2].int ?? 0), reservedCost: Money(nanos: max(0, r[3].int ?? 0)),
-            maxCost: limit(r[4])))
     }
 
     /// Replaces a reservation by the actual cost and records the usage event, atomically. Idempotent:
     /// a retry returns the first result. A commit after the hold expired is still charged (within
     /// `lateCommitWindowSeconds`). A commit after release is a `.conflict`.
     public func commit(reservationId: String, _ request: CommitRequest) throws -> CommitResult {
+        try perform(commitCall(reservationId: reservationId, request))
+    }
+
+    func commitCall(reservationId: String, _ request: CommitRequest) throws -> Call<CommitResult> {
         let handle = try parseHandle(reservationId)
         _ = try invalid { try Validation.tokens(request.promptTokens, field: "promptTokens") }
         _ = try invalid { try Validation.tokens(request.completionTokens, field: "completionTokens") }
@@ -213,40 +220,48 @@ public final class QuotaEngine: Sendable {
             cost = String(price.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens).nanos)
             (model, pver) = (price.id, pricing.version)
         }
-        let r = try script(Scripts.commit, keys: [keys.reservation(handle), keys.stream(handle.partition)], args: [
+        let command = Scripts.commit.evalsha(keys: [keys.reservation(handle), keys.stream(handle.partition)], args: [
             keys.base(handle.partition), handle.text, String(request.promptTokens), String(request.completionTokens),
             cost, model, pver, request.metadata ?? "", idempotencyMs, offset,
         ])
-        if r[0].int != 1 {
-            switch r[1].string {
-            case "NO_SUCH_RESERVATION": throw EngineError(.notFound, "Reservation not found")
-            case "RELEASED": throw EngineError(.conflict, "Reservation was released; record the usage with POST /v1/usage instead")
-            case "NO_PRICE": throw EngineError(.invalid, "this reservation has no model: give modelId or costUsd")
-            default: throw EngineError(.quotaStoreUnavailable, "unexpected reply from commit: \(r)")
+        return Call(loads: nil, command) { r in
+            if r[0].int != 1 {
+                switch r[1].string {
+                case "NO_SUCH_RESERVATION": throw EngineError(.notFound, "Reservation not found")
+                case "RELEASED": throw EngineError(.conflict, "Reservation was released; record the usage with POST /v1/usage instead")
+                case "NO_PRICE": throw EngineError(.invalid, "this reservation has no model: give modelId or costUsd")
+                default: throw EngineError(.quotaStoreUnavailable, "unexpected reply from commit: \(r)")
+                }
             }
+            return CommitResult(
+                reservationId: r[1].string ?? "", cost: Money(nanos: r[2].int ?? 0), currentCost: Money(nanos: r[3].int ?? 0),
+                maxCost: Self.limit(r[4]), month: r[5].string ?? "", replayed: r[6].int == 1, createdAtMs: r[7].int ?? 0)
         }
-        return CommitResult(
-            reservationId: r[1].string ?? "", cost: Money(nanos: r[2].int ?? 0), currentCost: Money(nanos: r[3].int ?? 0),
-            maxCost: limit(r[4]), month: r[5].string ?? "", replayed: r[6].int == 1, createdAtMs: r[7].int ?? 0)
     }
 
     /// Frees a reservation's hold (the request failed before any cost). Returns whether money was still
     /// held. Idempotent. Releasing a committed reservation changes nothing and returns false.
-    public func release(reservationId: String) throws -> Bool {
+    public func release(reservationId: String) throws -> Bool { try perform(releaseCall(reservationId: reservationId)) }
+
+    func releaseCall(reservationId: String) throws -> Call<Bool> {
         let handle = try parseHandle(reservationId)
-        let r = try script(Scripts.release, keys: [keys.reservation(handle)], args: [
+        let command = Scripts.release.evalsha(keys: [keys.reservation(handle)], args: [
             keys.base(handle.partition), handle.text, idempotencyMs,
         ])
-        if r[0].int == 1 { return r[1].int == 1 }
-        switch r[1].string {
-        case "COMMITTED": return false
-        case "NO_SUCH_RESERVATION": throw EngineError(.notFound, "Reservation not found")
-        default: throw EngineError(.quotaStoreUnavailable, "unexpected reply from release: \(r)")
+        return Call(loads: nil, command) { r in
+            if r[0].int == 1 { return r[1].int == 1 }
+            switch r[1].string {
+            case "COMMITTED": return false
+            case "NO_SUCH_RESERVATION": throw EngineError(.notFound, "Reservation not found")
+            default: throw EngineError(.quotaStoreUnavailable, "unexpected reply from release: \(r)")
+            }
         }
     }
 
     /// The guide's logAIUsage: records spend that already happened (never refused). Idempotent on `requestId`.
-    public func logUsage(_ request: UsageRequest) throws -> UsageResult {
+    public func logUsage(_ request: UsageRequest) throws -> UsageResult { try perform(logUsageCall(request)) }
+
+    func logUsageCall(_ request: UsageRequest) throws -> Call<UsageResult> {
         try validUser(request.userId)
         _ = try invalid { try Validation.tokens(request.promptTokens, field: "promptTokens") }
         _ = try invalid { try Validation.tokens(request.completionTokens, field: "completionTokens") }
@@ -269,12 +284,12 @@ public final class QuotaEngine: Sendable {
             request.userId, usageId, model, String(request.promptTokens), String(request.completionTokens),
             String(cost.nanos), pver, request.metadata ?? "", idempotencyMs, offset,
         ]
-        let r = try loadingIfNeeded(request.userId) {
-            try self.script(Scripts.logUsage, keys: [self.keys.user(request.userId), idemKey, self.keys.stream(p)], args: args)
+        let command = Scripts.logUsage.evalsha(keys: [keys.user(request.userId), idemKey, keys.stream(p)], args: args)
+        return Call(loads: request.userId, command) { r in
+            UsageResult(
+                id: r[1].string ?? "", cost: Money(nanos: r[2].int ?? 0), currentCost: Money(nanos: r[3].int ?? 0),
+                maxCost: Self.limit(r[4]), month: r[5].string ?? "", replayed: r[6].int == 1, createdAtMs: r[7].int ?? 0)
         }
-        return UsageResult(
-            id: r[1].string ?? "", cost: Money(nanos: r[2].int ?? 0), currentCost: Money(nanos: r[3].int ?? 0),
-            maxCost: limit(r[4]), month: r[5].string ?? "", replayed: r[6].int == 1, createdAtMs: r[7].int ?? 0)
     }
 
     /// Committed spend of a user in a month (default: the current month, by Redis time), from Redis:
@@ -303,22 +318,56 @@ public final class QuotaEngine: Sendable {
 
     // MARK: Helpers
 
-    /// Runs a script that may answer NOT_LOADED: loads the user's unlock state from Postgres and retries once.
-    private func loadingIfNeeded(_ userId: String, _ run: () throws -> [RedisValue]) throws -> [RedisValue] {
-        let first = try run()
-        guard first.first?.int == -1 else { return first }
-        try load(userId: userId)
-        let second = try run()
-        guard second.first?.int != -1 else {
-            throw EngineError(.quotaStoreUnavailable, "unlock state for the user could not be loaded into Redis")
+    /// One decision: a script call, and how to read its reply. The same call runs blocking (`perform`) or
+    /// pipelined for tasks (the async `perform`).
+    struct Call<T>: Sendable {
+        /// When set, the script may answer NOT_LOADED for this user: load the unlock state, retry once.
+        let loads: String?
+        let command: RedisCommand
+        let interpret: @Sendable ([RedisValue]) throws -> T
+
+        init(loads: String?, _ command: RedisCommand, _ interpret: @escaping @Sendable ([RedisValue]) throws -> T) {
+            self.loads = loads
+            self.command = command
+            self.interpret = interpret
         }
-        return second
     }
 
-    func script(_ script: RedisScript, keys: [String], args: [String]) throws -> [RedisValue] {
-        let v = try command(script.evalsha(keys: keys, args: args))
+    /// Runs a call on the calling thread.
+    func perform<T>(_ call: Call<T>) throws -> T {
+        var reply = try Self.array(command(call.command))
+        if reply.first?.int == -1, let user = call.loads {
+            try load(userId: user)
+            reply = try Self.array(command(call.command))
+            if reply.first?.int == -1 { throw Self.loadFailed }
+        }
+        return try call.interpret(reply)
+    }
+
+    /// Runs a call from a task, pipelined with other callers' on the pool's shared connections.
+    func perform<T>(_ call: Call<T>) async throws -> T {
+        var reply = try Self.array(await commandPipelined(call.command))
+        if reply.first?.int == -1, let user = call.loads {
+            try await offload { try self.load(userId: user) }
+            reply = try Self.array(await commandPipelined(call.command))
+            if reply.first?.int == -1 { throw Self.loadFailed }
+        }
+        return try call.interpret(reply)
+    }
+
+    static let loadFailed = EngineError(.quotaStoreUnavailable, "unlock state for the user could not be loaded into Redis")
+
+    static func array(_ v: RedisValue) throws -> [RedisValue] {
         guard let a = v.array else { throw EngineError(.quotaStoreUnavailable, "unexpected script reply: \(v)") }
         return a
+    }
+
+    func commandPipelined(_ c: RedisCommand) async throws -> RedisValue {
+        do {
+            return try await redis.run(c)
+        } catch {
+            throw EngineError(.quotaStoreUnavailable, "Quota store unavailable: \(error.message)")
+        }
     }
 
     func command(_ c: RedisCommand) throws -> RedisValue {
@@ -337,7 +386,7 @@ public final class QuotaEngine: Sendable {
         }
     }
 
-    private func limit(_ v: RedisValue) -> Money? {
+    static func limit(_ v: RedisValue) -> Money? {
         guard let n = v.int, n >= 0 else { return nil }
         return Money(nanos: n)
     }
