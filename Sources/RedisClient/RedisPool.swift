@@ -148,7 +148,8 @@ private final class Lane: @unchecked Sendable {
     init(configuration: RedisConfiguration, maxBatch: Int, index: Int) {
         self.configuration = configuration
         self.maxBatch = maxBatch
-        let thread = Thread { [unowned self] in self.loop() }
+        // The thread keeps its lane alive until `stop()` lets the loop end.
+        let thread = Thread { [self] in self.loop() }
         thread.name = "redis-lane-\(index)"
         thread.start()
     }

@@ -129,7 +129,9 @@ public final class QuotaEngine: Sendable {
         for i in stride(from: 0, to: members.count - 1, by: 2) {
             let parts = (members[i].string ?? "").split(separator: "|")
             guard parts.count == 2, let amount = Int64(parts[1]) else { continue }
-            out.append((String(parts[0]), Money(nanos: amount), members[i + 1].int ?? Int64(Double(members[i + 1].string ?? "0") ?? 0)))
+            // Scores are expiry times in whole ms, which Redis prints as integers.
+            let expiresAtMs = members[i + 1].int ?? 0
+            out.append((String(parts[0]), Money(nanos: amount), expiresAtMs))
         }
         return out
     }
