@@ -60,14 +60,29 @@ tg_stop_redis() {
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
 }
 
+# The folder Postgres really uses for <dir>. As root the server runs as `postgres`, which may not reach a
+# checkout under a private home (/root is 0700): then the data lives under /tmp, named after <dir>.
+tg_pg_dir() {
+  local dir=$1
+  if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$dir"
+    if ! runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+      echo "/tmp/tollgate-pg-$(printf '%s' "$dir" | md5sum | cut -c1-12)"
+      return
+    fi
+  fi
+  echo "$dir"
+}
+
 # tg_start_postgres <port> <dir>: initialises the folder on first use, starts the server, creates
-# the `tollgate` database. Unix socket lives in <dir>.
+# the `tollgate` database. Unix socket lives in the data folder.
 tg_start_postgres() {
-  local port=$1 dir=$2 bin
+  local port=$1 dir bin
+  dir=$(tg_pg_dir "$2")
   bin=$(tg_pg_bindir) || true
   [ -n "$bin" ] || tg_die "Postgres server binaries not found"
   mkdir -p "$dir"
-  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$dir"; fi
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$dir"; chmod 700 "$dir"; fi
   if [ ! -f "$dir/PG_VERSION" ]; then
     tg_as_pg "$bin/initdb" -D "$dir" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null \
       || tg_die "initdb failed in $dir"
@@ -83,7 +98,8 @@ tg_start_postgres() {
 }
 
 tg_stop_postgres() {
-  local dir=$1 bin
+  local dir bin
+  dir=$(tg_pg_dir "$1")
   bin=$(tg_pg_bindir) || true
   [ -f "$dir/PG_VERSION" ] || return 0
   tg_as_pg "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
