@@ -39,6 +39,8 @@ public final class UsageWriter: @unchecked Sendable {
     /// Reads the next batch while the current one is written (see `processNew`).
     private var reader: RedisConnection?
     private var readAhead: ReadAhead?
+    /// Entries whose batch committed in Postgres, acknowledged with the next read.
+    private var committedUnacknowledged: [Entry] = []
     private var database: PostgresConnection?
     private var knownPartitions: Set<String> = []
     private var lastClaim = Date.distantPast
@@ -85,14 +87,15 @@ public final class UsageWriter: @unchecked Sendable {
                 }
                 if error is PostgresError { metrics.postgresDown.store(true, ordering: .relaxed) }
                 // The failed batch (and any read ahead) is still pending on this consumer: take it again first.
-                if let ahead = readAhead { _ = try? ahead.wait() }
-                readAhead = nil
+                flushAcknowledgements()
                 ownPendingDone = false
                 metrics.retries.add(1, ordering: .relaxed)
                 stop.sleep(Double(backoffMs) / 1000)
                 backoffMs = min(backoffMs * 2, configuration.maxBackoffMs)
             }
         }
+        // The batch in hand is written; acknowledge it before returning.
+        flushAcknowledgements()
     }
 
     /// Writes everything currently in the streams and returns the number of entries handled; for
@@ -153,23 +156,41 @@ public final class UsageWriter: @unchecked Sendable {
         } else {
             entries = try read(streams: streams, ids: ids, block: block, on: redisConnection())
         }
-        if entries.isEmpty { return 0 }
+        // The previous batch, committed in Postgres, is acknowledged with the next read (one round trip).
+        let acks = committedUnacknowledged
+        committedUnacknowledged = []
+        if entries.isEmpty {
+            try acknowledge(acks)
+            return 0
+        }
         // While Postgres takes this batch, the next one comes from Redis on a second connection. Entries
         // read ahead are pending on this consumer: if the writer stops or fails before writing them, its
         // own-pending pass (or another writer's claim) takes them; nothing is lost.
         let reader = try readerConnection()
         let ahead = ReadAhead()
         DispatchQueue.global().async { [self] in
-            ahead.finish(Result { try self.read(streams: streams, ids: ids, block: block, on: reader) })
+            ahead.finish(Result {
+                try self.acknowledge(acks, on: reader)
+                return try self.read(streams: streams, ids: ids, block: block, on: reader)
+            })
         }
         do {
-            try write(entries)
+            committedUnacknowledged = try insertAll(entries)
         } catch {
             _ = try? ahead.wait()
             throw error
         }
         readAhead = ahead
         return entries.count
+    }
+
+    /// Acknowledges what was committed but not yet acknowledged (at stop, or after a failure).
+    func flushAcknowledgements() {
+        if let ahead = readAhead { _ = try? ahead.wait() }
+        readAhead = nil
+        if !committedUnacknowledged.isEmpty, (try? acknowledge(committedUnacknowledged)) != nil {
+            committedUnacknowledged = []
+        }
     }
 
     /// A batch being read on the reader connection.
@@ -250,7 +271,15 @@ public final class UsageWriter: @unchecked Sendable {
     /// rejected by Postgres (not a connection problem), entries are tried one by one; one that keeps
     /// failing goes to the dead-letter table after `maxDeliveries` deliveries.
     func write(_ entries: [Entry]) throws {
-        if entries.isEmpty { return }
+        try acknowledge(insertAll(entries))
+    }
+
+    /// Inserts a batch in one transaction and returns the entries to acknowledge (all of them, once the
+    /// transaction committed). If Postgres rejects the batch (not a connection problem), entries are tried
+    /// one by one; one that keeps failing goes to the dead-letter table after `maxDeliveries` deliveries,
+    /// and one that may still succeed is left pending.
+    func insertAll(_ entries: [Entry]) throws -> [Entry] {
+        if entries.isEmpty { return [] }
         let db = try databaseConnection()
         try ensurePartitions(for: entries, db: db)
         do {
@@ -258,7 +287,7 @@ public final class UsageWriter: @unchecked Sendable {
             metrics.rows.add(rows, ordering: .relaxed)
             metrics.alerts.add(alerts, ordering: .relaxed)
             metrics.batches.add(1, ordering: .relaxed)
-            try acknowledge(entries)
+            return entries
         } catch let e as PostgresError where e.code != .connection {
             var done: [Entry] = []
             for entry in entries {
@@ -274,7 +303,7 @@ public final class UsageWriter: @unchecked Sendable {
                     }
                 }
             }
-            try acknowledge(done)
+            return done
         }
     }
 
@@ -362,6 +391,10 @@ public final class UsageWriter: @unchecked Sendable {
 
     /// XACK then XDEL, per stream, in one round trip: written entries leave the stream.
     private func acknowledge(_ entries: [Entry]) throws {
+        try acknowledge(entries, on: redisConnection())
+    }
+
+    private func acknowledge(_ entries: [Entry], on conn: RedisConnection) throws {
         if entries.isEmpty { return }
         var byStream: [String: [String]] = [:]
         for e in entries { byStream[e.stream, default: []].append(e.id) }
@@ -370,7 +403,7 @@ public final class UsageWriter: @unchecked Sendable {
             commands.append(RedisCommand(["XACK", stream, configuration.group] + ids))
             commands.append(RedisCommand(["XDEL", stream] + ids))
         }
-        for reply in try redisConnection().pipelineRaw(commands) { try reply.orThrow() }
+        for reply in try conn.pipelineRaw(commands) { try reply.orThrow() }
     }
 
     private func ensurePartitions(for entries: [Entry], db: PostgresConnection) throws {
