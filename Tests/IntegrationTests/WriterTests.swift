@@ -94,6 +94,29 @@ struct WriterTests {
         try await expectAgreement(f, engine: engine, users: 5, rows: total)
     }
 
+    @Test("SIGTERM: a standalone writer finishes the batch in hand, acknowledges it and exits 0")
+    func sigterm() async throws {
+        let f = try EngineFixture()
+        defer { f.cleanup() }
+        let engine = try f.engine()
+        let p = Process()
+        p.executableURL = tollgateBinary()
+        p.arguments = ["writer", "--name", "polite", "--batch", "50", "--block-ms", "100"]
+        p.environment = ProcessInfo.processInfo.environment.merging(f.processEnvironment) { $1 }
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        try await commit(2_000, users: 3, engine: engine)
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        #expect(p.terminationReason == .exit && p.terminationStatus == 0)
+        // Nothing it wrote is left unacknowledged: what remains pending is what it never wrote.
+        let written = try f.db.connect().query("SELECT count(*) AS n FROM ai_usage_log")[0].decode("n", as: Int.self)
+        let left = try f.streamLength()
+        #expect(written + left == 2_000, "\(written) written, \(left) left in the streams")
+        try f.writer("polite").drain()
+        try await expectAgreement(f, engine: engine, users: 3, rows: 2_000)
+    }
+
     @Test("two writers at once over the same streams: all rows, no duplicates")
     func twoWriters() async throws {
         let f = try EngineFixture()
