@@ -377,7 +377,7 @@ enum ArchiveCommand {
 enum PricingCommand {
     static let help = """
         usage: tollgate pricing list [--json]
-               tollgate pricing check <file>
+               tollgate pricing check <file> [--json]
 
         list shows the prices in use (TOLLGATE_PRICING, or the embedded ops/pricing.json) and their version.
         check validates a pricing file and exits 1 with the problem if it is not valid.
@@ -405,7 +405,8 @@ enum PricingCommand {
         case "check":
             let file = try a.positionals("file")[0]
             let p = try Configuration.loadPricing(path: file)
-            print("\(file): valid, version \(p.version), \(p.models.count) models")
+            print(a.has("json") ? JSONOut.object(["file": .string(file), "valid": .bool(true), "version": .string(p.version), "models": .int(p.models.count)])
+                  : "\(file): valid, version \(p.version), \(p.models.count) models")
         default:
             throw UsageError("unknown pricing command '\(sub)' (list, check)")
         }
