@@ -64,6 +64,18 @@ public final class RedisConnection: @unchecked Sendable {
         return replies
     }
 
+    /// Sends one command and hands its raw reply to `decode` (freed right after). For decoders in this
+    /// module that skip the generic reply tree.
+    func sendDecoding<T>(_ command: RedisCommand, _ decode: (UnsafeMutablePointer<redisReply>) -> T) throws(RedisError) -> T {
+        let ctx = try ensureConnected()
+        let rc = withArgv(command.arguments) { argc, argv, lens in redisAppendCommandArgv(ctx, argc, argv, lens) }
+        if rc != REDIS_OK { throw fail() }
+        var raw: UnsafeMutableRawPointer?
+        if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil { throw fail() }
+        defer { freeReplyObject(raw) }
+        return decode(raw!.assumingMemoryBound(to: redisReply.self))
+    }
+
     /// Runs a script by its SHA1 (EVALSHA); if Redis does not know it (`NOSCRIPT`), loads it and retries once.
     public func evaluate(_ script: RedisScript, keys: [String], args: [String]) throws(RedisError) -> RedisValue {
         let reply = try sendRaw(script.evalsha(keys: keys, args: args))

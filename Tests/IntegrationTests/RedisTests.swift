@@ -123,6 +123,26 @@ struct RedisTests {
         #expect(try TestServers.redisConnection(database: 3).send("GET", key).string == "via socket")
     }
 
+    @Test("stream replies decode straight into entries; no reply and error replies are handled")
+    func streams() throws {
+        let c = try TestServers.redisConnection()
+        let key = "t-stream-\(UUID().uuidString)"
+        defer { _ = try? c.send("DEL", key) }
+        try c.send("XADD", key, "1-1", "type", "usage", "meta", "{\"a\":\"ż\\n\"}")
+        try c.send("XADD", key, "1-2", "n", "42")
+        let all = try c.readStreams(RedisCommand(["XREAD", "COUNT", "10", "STREAMS", key, "0"]))
+        #expect(all.map(\.id) == ["1-1", "1-2"] && all.allSatisfy { $0.stream == key })
+        #expect(all[0]["meta"] == "{\"a\":\"ż\\n\"}" && all[1]["n"] == "42" && all[1]["type"] == nil)
+        // Nothing new within the block time: an empty list, not an error.
+        #expect(try c.readStreams(RedisCommand(["XREAD", "BLOCK", "10", "STREAMS", key, "$"])).isEmpty)
+        do {
+            _ = try c.readStreams(RedisCommand(["XREADGROUP", "GROUP", "nogroup", "me", "STREAMS", key, ">"]))
+            Issue.record("a missing group must fail")
+        } catch {
+            #expect(error.code == .server && error.serverCode == "NOGROUP")
+        }
+    }
+
     @Test("SELECT picks the database from the URL")
     func selectDatabase() throws {
         let c3 = try TestServers.redisConnection(database: 3)

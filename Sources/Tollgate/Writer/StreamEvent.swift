@@ -34,7 +34,9 @@ enum StreamEvent {
         var createdAtMs: Int64
     }
 
-    init(fields: [String: String]) {
+    /// Parses an entry's field/value pairs (a handful, so a linear lookup beats hashing).
+    init(fields pairs: [(String, String)]) {
+        let fields = FieldLookup(pairs: pairs)
         func int(_ k: String) -> Int64? { fields[k].flatMap { Int64($0) } }
         func text(_ k: String) -> String? { fields[k].flatMap { Validation.isValidId($0) ? $0 : nil } }
         switch fields["type"] {
@@ -63,6 +65,14 @@ enum StreamEvent {
         default:
             self = .malformed(reason: "unknown event type '\(fields["type"] ?? "")'")
         }
+    }
+}
+
+private struct FieldLookup {
+    let pairs: [(String, String)]
+    subscript(_ name: String) -> String? {
+        for (k, v) in pairs where k == name { return v }
+        return nil
     }
 }
 

@@ -215,13 +215,7 @@ public final class UsageWriter: @unchecked Sendable {
         var args = ["XREADGROUP", "GROUP", configuration.group, configuration.consumer, "COUNT", String(configuration.batchSize)]
         if block { args += ["BLOCK", String(configuration.blockMs)] }
         args += ["STREAMS"] + streams + ids
-        let reply = try conn.send(RedisCommand(args))
-        var entries: [Entry] = []
-        for stream in reply.array ?? [] {
-            guard let parts = stream.array, parts.count == 2, let name = parts[0].string else { continue }
-            for e in parts[1].array ?? [] { if let entry = Entry(stream: name, reply: e) { entries.append(entry) } }
-        }
-        return entries
+        return try conn.readStreams(RedisCommand(args)).map(Entry.init)
     }
 
     /// Claims entries idle on any consumer for at least `minIdleMs` (crashed writers) and writes them.
@@ -249,21 +243,25 @@ public final class UsageWriter: @unchecked Sendable {
     struct Entry {
         var stream: String
         var id: String
-        var fields: [String: String]
+        var fields: [(String, String)]
         var event: StreamEvent
 
+        init(_ e: StreamEntry) {
+            stream = e.stream
+            id = e.id
+            fields = e.fields
+            event = e.fields.isEmpty ? .malformed(reason: "entry has no fields") : StreamEvent(fields: e.fields)
+        }
+
+        /// From a generic reply (XAUTOCLAIM).
         init?(stream: String, reply: RedisValue) {
             guard let parts = reply.array, parts.count == 2, let id = parts[0].string else { return nil }
             let flat = parts[1].array ?? []
-            var f: [String: String] = [:]
-            f.reserveCapacity(flat.count / 2)
+            var pairs: [(String, String)] = []
             for i in stride(from: 0, to: flat.count - 1, by: 2) {
-                if let k = flat[i].string, let v = flat[i + 1].string { f[k] = v }
+                if let k = flat[i].string, let v = flat[i + 1].string { pairs.append((k, v)) }
             }
-            self.stream = stream
-            self.id = id
-            self.fields = f
-            self.event = flat.isEmpty ? .malformed(reason: "entry has no fields") : StreamEvent(fields: f)
+            self.init(StreamEntry(stream: stream, id: id, fields: pairs))
         }
     }
 
@@ -373,7 +371,9 @@ public final class UsageWriter: @unchecked Sendable {
     }
 
     private func deadLetter(_ entry: Entry, reason: String, _ tx: PostgresConnection) throws {
-        let fields = JSONValue.object(entry.fields.mapValues { .string($0) }).serialized
+        var object: [String: JSONValue] = [:]
+        for (k, v) in entry.fields where object[k] == nil { object[k] = .string(v) }
+        let fields = JSONValue.object(object).serialized
         let deliveries = (try? self.deliveries(of: entry)) ?? 1
         try tx.query("""
             INSERT INTO tollgate_dead_letter (stream, entry_id, fields, reason, deliveries)
