@@ -214,6 +214,10 @@ struct HTTPTests {
         #expect(near == #"{"columns":["userId","email","limitUsd","currentCost","percentUsed"],"rows":[{"currentCost":1.75,"email":null,"limitUsd":2,"percentUsed":87.50,"userId":"rita"}]}"#)
         let (_, usage) = try await http("GET", server.base + "/v1/users/rita/usage?limit=1", token: serviceToken)
         #expect(json(usage)["totalRequests"] == .number("1") && json(usage)["totalCost"] == .number("1.75"), "\(usage)")
+        let (_, metrics) = try await http("GET", server.base + "/metrics")
+        #expect(metrics.contains("tollgate_users_over_limit_threshold{threshold=\"80\"} 1"))
+        #expect(metrics.contains("tollgate_users_over_limit_threshold{threshold=\"90\"} 0"))
+        #expect(metrics.contains("tollgate_writer_rows_total 1"))
         let (sq, bq) = try await http("GET", server.base + "/v1/reports/models?month=13", token: adminToken)
         #expect(sq == 400 && bq.contains("month must be YYYY-MM"))
     }

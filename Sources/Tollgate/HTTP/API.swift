@@ -358,6 +358,17 @@ final class API: Sendable {
             text += "# TYPE tollgate_writer_limit_alerts_total counter\ntollgate_writer_limit_alerts_total \(w.alertsWritten)\n"
             text += "# TYPE tollgate_writer_postgres_down gauge\ntollgate_writer_postgres_down \(w.isPostgresDown ? 1 : 0)\n"
         }
+        // Users who crossed 80/90/100 % of their limit this month (from the alert events written so far).
+        if let rows = try? database.query("""
+            SELECT threshold_percent AS t, count(*) AS n FROM tollgate_alert
+             WHERE month = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM') GROUP BY threshold_percent
+            """) {
+            var counts: [String: String] = ["80": "0", "90": "0", "100": "0"]
+            for r in rows { if let t = r["t"], let n = r["n"] { counts[t] = n } }
+            text += "# HELP tollgate_users_over_limit_threshold Users who reached a percentage of their monthly limit this month.\n"
+            text += "# TYPE tollgate_users_over_limit_threshold gauge\n"
+            for t in ["80", "90", "100"] { text += "tollgate_users_over_limit_threshold{threshold=\"\(t)\"} \(counts[t]!)\n" }
+        }
         if let backlog = try? redis.withConnection({ try UsageWriter.backlog(redis: $0, prefix: engine.configuration.prefix, partitions: engine.configuration.partitions) }) {
             text += "# HELP tollgate_writer_backlog_events Events in a partition stream not yet written to Postgres.\n# TYPE tollgate_writer_backlog_events gauge\n"
             for b in backlog { text += "tollgate_writer_backlog_events{partition=\"\(b.partition)\"} \(b.length)\n" }
