@@ -37,7 +37,8 @@ tg_install_deps() {
 
 # Runs a command as the postgres user when we are root (initdb and postgres refuse root).
 tg_as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  # From /, which the postgres user can always enter (a checkout under /root it cannot).
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # tg_start_redis <port> <dir> [extra redis-server args...]
