@@ -32,6 +32,16 @@ public final class PostgresConnection: @unchecked Sendable {
         return try consume(result, sql: sql)
     }
 
+    /// Exact row count of a table named at run time. The name is bound, and quoted by the server with
+    /// `format('%I')`, so it never becomes SQL text built here.
+    public func rowCount(of table: String) throws(PostgresError) -> Int {
+        let rows = try query("""
+            SELECT (xpath('/row/n/text()',
+                    query_to_xml(format('SELECT count(*) AS n FROM %I', $1::text), false, true, '')))[1]::text::bigint AS n
+            """, [table])
+        return try rows[0].decode("n")
+    }
+
     /// Runs SQL text as is, possibly several statements, with no binds. Only for trusted text such as
     /// the migrations embedded in the binary; never for anything built from input.
     public func execute(unsafeSQL sql: String) throws(PostgresError) {

@@ -86,6 +86,18 @@ public final class RedisConnection: @unchecked Sendable {
         return try reply.orThrow()
     }
 
+    /// Visits every key matching a glob pattern, a batch at a time (SCAN, so Redis is never blocked).
+    public func scanKeys(matching pattern: String, batch: Int = 1000, _ body: ([String]) throws -> Void) throws {
+        var cursor = "0"
+        repeat {
+            let reply = try send("SCAN", cursor, "MATCH", pattern, "COUNT", String(batch))
+            guard let parts = reply.array, parts.count == 2 else { return }
+            cursor = parts[0].string ?? "0"
+            let keys = parts[1].array?.compactMap(\.string) ?? []
+            if !keys.isEmpty { try body(keys) }
+        } while cursor != "0"
+    }
+
     /// Closes the connection; the next call reconnects.
     public func close() {
         if let context { redisFree(context) }

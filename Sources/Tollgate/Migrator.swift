@@ -102,10 +102,7 @@ public struct Migrator {
             var rows = 0
             var columns: Set<String> = []
             if kind != nil {
-                rows = try database.query("""
-                    SELECT (xpath('/row/n/text()',
-                            query_to_xml(format('SELECT count(*) AS n FROM %I', $1::text), false, true, '')))[1]::text::bigint AS n
-                    """, [table]).first!.decode("n")
+                rows = try database.rowCount(of: table)
                 columns = Set(try database.query("""
                     SELECT column_name FROM information_schema.columns
                      WHERE table_schema = current_schema() AND table_name = $1

@@ -72,18 +72,12 @@ public struct Reconciler: Sendable {
         let prefix = engine.configuration.prefix
         let field = "spent:" + m.description
         try engine.redis.withConnection { conn in
-            var cursor = "0"
-            repeat {
-                let reply = try conn.send("SCAN", cursor, "MATCH", "\(prefix):{*}:u:*", "COUNT", "1000")
-                guard let parts = reply.array, parts.count == 2 else { break }
-                cursor = parts[0].string ?? "0"
-                let keys = parts[1].array?.compactMap(\.string) ?? []
-                if keys.isEmpty { continue }
+            try conn.scanKeys(matching: "\(prefix):{*}:u:*") { keys in
                 let spent = try conn.pipelineRaw(keys.map { RedisCommand(["HGET", $0, field]) })
                 for (k, v) in zip(keys, spent) where !v.isNull {
                     if let r = k.range(of: "}:u:") { users.insert(String(k[r.upperBound...])) }
                 }
-            } while cursor != "0"
+            }
         }
         return users.sorted()
     }

@@ -105,6 +105,12 @@ public struct Month: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// `YYYY-MM-01`, the first day, for SQL.
     public var firstDay: String { "\(description)-01" }
 
+    /// `YYYY-MM-DD`, the last day.
+    public var lastDay: String {
+        let (_, _, d) = Month.civil(fromDays: Month.days(year: adding(months: 1).year, month: adding(months: 1).month, day: 1) - 1)
+        return "\(description)-" + (d < 10 ? "0\(d)" : "\(d)")
+    }
+
     public func adding(months n: Int) -> Month {
         let total = year * 12 + (month - 1) + n
         return Month(year: total / 12, month: total % 12 + 1)

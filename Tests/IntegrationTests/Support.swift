@@ -112,14 +112,7 @@ struct ScratchPrefix {
 
     func cleanup() {
         guard let c = try? TestServers.redisConnection() else { return }
-        var cursor = "0"
-        repeat {
-            guard let reply = try? c.send("SCAN", cursor, "MATCH", "\(prefix)*", "COUNT", "1000"),
-                  let parts = reply.array, parts.count == 2 else { return }
-            cursor = parts[0].string ?? "0"
-            let keys = parts[1].array?.compactMap(\.string) ?? []
-            if !keys.isEmpty { _ = try? c.send(RedisCommand(["DEL"] + keys)) }
-        } while cursor != "0"
+        try? c.scanKeys(matching: "\(prefix)*") { keys in try c.send(RedisCommand(["DEL"] + keys)) }
     }
 }
 

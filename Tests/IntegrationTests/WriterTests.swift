@@ -231,14 +231,14 @@ struct WriterTests {
         try f.writer().drain()
         let records = UsageRecords(pool: f.postgres)
         let month = Month(try await engine.currentMonth())!
-        let to = utcTimestamp(ms: month.adding(months: 1).startEpochMs - 1).prefix(10)
-        var page = try records.stats(userId: "s", from: month.firstDay, to: String(to), limit: 10)
+        let to = month.lastDay
+        var page = try records.stats(userId: "s", from: month.firstDay, to: to, limit: 10)
         #expect(page.totalRequests == 25 && page.totalTokens == 325 + 250)
         let redisCost = try await engine.monthlyCost(userId: "s")
         #expect(page.totalCost == redisCost)
         var seen = page.logs
         while let c = page.nextCursor {
-            page = try records.stats(userId: "s", from: month.firstDay, to: String(to), limit: 10, cursor: c)
+            page = try records.stats(userId: "s", from: month.firstDay, to: to, limit: 10, cursor: c)
             seen += page.logs
         }
         #expect(seen.count == 25 && Set(seen.map(\.id)).count == 25)

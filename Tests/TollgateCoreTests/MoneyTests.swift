@@ -62,6 +62,8 @@ struct MoneyTests {
         #expect(Month("2026-12")!.adding(months: 1).description == "2027-01")
         #expect(Month("2026-01")!.adding(months: -1).description == "2025-12")
         #expect(Month("2026-13") == nil && Month("26-01") == nil)
+        #expect(Month("2024-02")!.lastDay == "2024-02-29" && Month("2026-02")!.lastDay == "2026-02-28")
+        #expect(Month("2026-12")!.lastDay == "2026-12-31" && Month("2026-04")!.lastDay == "2026-04-30")
         #expect(Month("2024-02")!.startEpochMs == Int64(Month.days(year: 2024, month: 2, day: 1)) * 86_400_000)
     }
 

@@ -111,8 +111,7 @@ enum UserCommand {
         let month = Month(access.month)!
         let pgCost = try UsageRecords(pool: rt.database).monthlyCost(userId: user, month: month)
         let holds = try rt.engine.openReservations(userId: user)
-        let to = utcTimestamp(ms: month.adding(months: 1).startEpochMs - 1).prefix(10)
-        let recent = try UsageRecords(pool: rt.database).stats(userId: user, from: month.firstDay, to: String(to), limit: 5)
+        let recent = try UsageRecords(pool: rt.database).stats(userId: user, from: month.firstDay, to: month.lastDay, limit: 5)
         let verdict = access.allowed ? "allowed" : (access.reason?.rawValue ?? "denied")
         if a.has("json") {
             print(JSONOut.object([
@@ -161,7 +160,7 @@ enum UserCommand {
         let rt = try Runtime()
         let month = Month(try rt.engine.currentMonth())!
         let f = from ?? month.firstDay
-        let t = to ?? String(utcTimestamp(ms: month.adding(months: 1).startEpochMs - 1).prefix(10))
+        let t = to ?? month.lastDay
         guard f <= t else { throw UsageError("--from must not be after --to") }
         let stats = try UsageRecords(pool: rt.database).stats(userId: user, from: f, to: t, limit: limit)
         if a.has("json") {
@@ -347,9 +346,7 @@ enum ArchiveCommand {
         }
         var detached: [(String, Int)] = []
         for name in old {
-            let rows = try db.query("""
-                SELECT (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I', $1::text), false, true, '')))[1]::text::bigint AS n
-                """, [name])[0].decode("n", as: Int.self)
+            let rows = try db.rowCount(of: name)
             if a.has("yes") {
                 if let handle {
                     // The partition name comes from pg_inherits and matched ^ai_usage_log_YYYY_MM$ above.

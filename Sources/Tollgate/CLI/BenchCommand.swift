@@ -222,13 +222,7 @@ enum BenchCommand {
 
     static func cleanup(redis: RedisConfiguration, prefix: String) {
         guard let c = try? RedisConnection(redis) else { return }
-        var cursor = "0"
-        repeat {
-            guard let parts = (try? c.send("SCAN", cursor, "MATCH", prefix + "*", "COUNT", "5000"))?.array, parts.count == 2 else { return }
-            cursor = parts[0].string ?? "0"
-            let keys = parts[1].array?.compactMap(\.string) ?? []
-            if !keys.isEmpty { _ = try? c.send(RedisCommand(["UNLINK"] + keys)) }
-        } while cursor != "0"
+        try? c.scanKeys(matching: prefix + "*", batch: 5000) { keys in try c.send(RedisCommand(["UNLINK"] + keys)) }
     }
 
     static func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }

@@ -279,7 +279,7 @@ final class API: Sendable {
         }
         let month = Month(try engine.currentMonth())!
         let from = try Self.date(r.query["from"], "from") ?? month.firstDay
-        let to = try Self.date(r.query["to"], "to") ?? utcTimestamp(ms: month.adding(months: 1).startEpochMs - 1).prefix(10).description
+        let to = try Self.date(r.query["to"], "to") ?? month.lastDay
         guard from <= to else { throw APIError(400, "from must not be after to") }
         var limit = 100
         if let l = r.query["limit"] {
